@@ -1,0 +1,213 @@
+"""The Django email backend: settings in, EmailMessages to envelopes, the client's
+outcomes to return values, exceptions and audit records. No SMTP logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+
+from .conf import conf
+from .smtp.client import SMTPClient, create_ssl_context
+from .smtp.envelope import Envelope, make_envelope
+from .smtp.errors import (
+    SMTPDataError,
+    SMTPError,
+    SMTPRecipientsRefused,
+    SMTPSenderRefused,
+)
+from .smtp.protocol import new_outcome
+from .smtp.results import PARTIAL, SENT, MessageOutcome
+from .transcript import MessageRecord, Transcript, header_block
+
+logger = logging.getLogger("django_sockmail")
+
+
+class EmailBackend(BaseEmailBackend):
+    """A drop-in replacement for ``django.core.mail.backends.smtp.EmailBackend``.
+
+    After ``send_messages()`` each message carries ``message.sockmail_outcome``
+    (:class:`~django_sockmail.smtp.results.MessageOutcome`: status, per-recipient
+    replies, queue id). An exception raised part way through a batch carries
+    ``sent_messages`` and ``unsent_messages``, so a retry never sends one twice.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        fail_silently: bool = False,
+        use_ssl: bool | None = None,
+        timeout: float | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.host = host or settings.EMAIL_HOST
+        self.port = port or settings.EMAIL_PORT
+        self.username = settings.EMAIL_HOST_USER if username is None else username
+        self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
+        self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
+        self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
+        self.timeout = settings.EMAIL_TIMEOUT if timeout is None else timeout
+        self.ssl_keyfile = settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
+        self.ssl_certfile = settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
+        if self.use_ssl and self.use_tls:
+            raise ValueError(
+                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
+                "one of those settings to True."
+            )
+        self.connection: SMTPClient | None = None
+        self._transcript: Transcript | None = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.host}:{self.port} user={self.username!r}>"
+
+    @property
+    def security(self) -> str:
+        return "ssl" if self.use_ssl else "starttls" if self.use_tls else "none"
+
+    def open(self) -> bool | None:
+        """Open a session. True if it opened one, False if one was open already,
+        None if it failed silently."""
+        with self._lock:
+            if self.connection is not None:
+                return False
+            transcript = Transcript(security=self.security)
+            client = SMTPClient(
+                self.host,
+                int(self.port),
+                security="ssl" if self.use_ssl else "starttls" if self.use_tls else "none",
+                timeout=self.timeout,
+                local_hostname=conf.LOCAL_HOSTNAME,
+                ssl_context=self._ssl_context(),
+                username=self.username or "",
+                password=self.password or "",
+                listener=transcript,
+            )
+            try:
+                client.open()
+            except SMTPError:
+                self._record(transcript)
+                if not self.fail_silently:
+                    raise
+                return None
+            self.connection, self._transcript = client, transcript
+            return True
+
+    def close(self) -> None:
+        """QUIT and close the session, then record it. Never raises."""
+        with self._lock:
+            client, transcript = self.connection, self._transcript
+            self.connection, self._transcript = None, None
+            if client is not None:
+                client.quit()
+            if transcript is not None:
+                self._record(transcript)
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        """Send each message; return how many the server accepted."""
+        if not email_messages:
+            return 0
+        # Bad addresses are the caller's error: refuse them before anything is sent.
+        batch = [(m, e) for m in email_messages if (e := self._envelope(m)) is not None]
+        for message, envelope in batch:
+            message.sockmail_outcome = new_outcome(envelope, b"")  # type: ignore[attr-defined]
+        with self._lock:
+            opened = self.open()
+            if self.connection is None or opened is None:
+                return 0
+            sent: list[EmailMessage] = []
+            try:
+                for message, envelope in batch:
+                    try:
+                        if self._send(message, envelope):
+                            sent.append(message)
+                    except SMTPError as exc:
+                        if self.fail_silently and self.connection is not None:
+                            continue  # like Django's backend: on to the next message
+                        exc.sent_messages = sent
+                        exc.unsent_messages = [m for m, _ in batch if m not in sent]
+                        if not self.fail_silently:
+                            raise
+                        break
+            finally:
+                if opened or self.connection is None:
+                    self.close()
+            return len(sent)
+
+    def _send(self, message: EmailMessage, envelope: Envelope) -> bool:
+        """One message; True when the server accepted it. Raises on refusal."""
+        assert self.connection is not None
+        mime: Any = message.message()
+        content: bytes = mime.as_bytes(linesep="\r\n")
+        try:
+            outcome = self.connection.send(envelope, content)
+        except SMTPError as exc:
+            if exc.outcome is not None:
+                self._keep(message, mime, content, exc.outcome)
+            if not self.connection.is_open:
+                self.connection = None  # the session is over; close() records it
+            raise
+        self._keep(message, mime, content, outcome)
+        if outcome.status in (SENT, PARTIAL):
+            return True
+        raise _refusal(outcome)
+
+    def _keep(
+        self, message: EmailMessage, mime: Any, content: bytes, outcome: MessageOutcome
+    ) -> None:
+        assert self._transcript is not None
+        message.sockmail_outcome = outcome  # type: ignore[attr-defined]
+        self._transcript.add_message(
+            MessageRecord(
+                outcome=outcome,
+                message_id=str(mime.get("Message-ID", "")),
+                subject=str(message.subject),
+                headers=header_block(content),
+            )
+        )
+
+    @staticmethod
+    def _envelope(message: EmailMessage) -> Envelope | None:
+        recipients = message.recipients()
+        if not recipients:
+            return None
+        return make_envelope(message.from_email, recipients)
+
+    def _ssl_context(self) -> Any:
+        if not (self.use_tls or self.use_ssl):
+            return None
+        return create_ssl_context(self.ssl_certfile, self.ssl_keyfile)
+
+    def _record(self, transcript: Transcript) -> None:
+        if not conf.RECORD_SESSIONS:
+            return
+        from .recorder import record  # the models need the app registry ready
+
+        record(transcript)
+
+
+def _refusal(outcome: MessageOutcome) -> SMTPError:
+    """The smtplib-style exception for a message the server did not take."""
+    if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
+        return SMTPSenderRefused(outcome.mail_reply, outcome.sender)
+    if (
+        outcome.refused_recipients
+        and not outcome.accepted_recipients
+        and (outcome.data_reply is None)
+    ):
+        return SMTPRecipientsRefused(outcome.refused_recipients)
+    reply = outcome.final_reply or outcome.data_reply
+    assert reply is not None
+    return SMTPDataError(reply)

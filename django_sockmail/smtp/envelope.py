@@ -1,0 +1,72 @@
+"""The envelope: who the message is from and to, as the server will see it.
+
+Addresses are checked before anything is sent: one mailbox each, no control
+characters, no angle brackets that could close the path and smuggle ESMTP parameters,
+and domains IDNA-encoded. A non-ASCII local part needs SMTPUTF8 (RFC 6531).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.errors import HeaderParseError, NonASCIILocalPartDefect
+from email.headerregistry import Address
+from email.policy import default as default_policy
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that must not appear in an envelope path: a quoted local part may hold
+# them legally, but servers disagree on quoting, so such addresses are refused.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>\s\"]")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not all(addr.isascii() for addr in (self.sender, *self.recipients))
+
+
+def _idna_domain(domain: str) -> str:
+    if domain.startswith("[") and domain.endswith("]"):  # an address literal
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"Invalid domain in address: {domain!r}") from exc
+
+
+def envelope_address(address: str | tuple[str, str]) -> str:
+    """The envelope form (``local@domain``) of an address as Django messages carry it
+    (``"Name <local@domain>"``, ``local@domain`` or a ``(name, address)`` pair).
+
+    Raises ValueError for anything that is not exactly one valid mailbox.
+    """
+    if isinstance(address, tuple):
+        address = address[1]
+    if _CONTROL.search(address):
+        raise ValueError(f"Invalid address (control character): {address!r}")
+    try:
+        header = default_policy.header_factory("To", address)
+        mailboxes = header.addresses
+    except (HeaderParseError, IndexError, ValueError) as exc:
+        raise ValueError(f"Invalid address: {address!r}") from exc
+    # A non-ASCII local part is valid with SMTPUTF8; any other defect is not.
+    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if len(mailboxes) != 1 or defects:
+        raise ValueError(f"Invalid address: {address!r}")
+    mailbox: Address = mailboxes[0]
+    local, domain = mailbox.username, mailbox.domain
+    if not local or not domain:
+        raise ValueError(f"Invalid address: {address!r}")
+    if _FORBIDDEN.search(local) or _FORBIDDEN.search(domain):
+        raise ValueError(f"Invalid address: {address!r}")
+    return f"{local}@{_idna_domain(domain)}"
+
+
+def make_envelope(
+    sender: str | tuple[str, str], recipients: list[str] | tuple[str, ...]
+) -> Envelope:
+    return Envelope(envelope_address(sender), tuple(envelope_address(r) for r in recipients))

@@ -1,0 +1,224 @@
+"""The SMTP conversation without I/O.
+
+Each step of a session is a generator (an *exchange*): it yields a group of
+:class:`Command` objects, is sent back one :class:`Reply` per command, and finally
+returns its result. The socket driver in :mod:`.client` runs exchanges; tests run them
+against scripted replies. A group may hold several commands when the server allows
+pipelining (RFC 2920).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from . import auth
+from .data import dot_stuff, is_8bit
+from .envelope import Envelope
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPCommandError,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+)
+from .replies import Reply
+from .results import MessageOutcome, RecipientOutcome
+
+T = TypeVar("T")
+Exchange = Generator[list["Command"], list[Reply], T]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One thing the client sends that the server answers with one reply."""
+
+    wire: bytes  # exactly what goes on the wire, CRLF included
+    display: str  # what the transcript shows: the line, credentials redacted
+    content: bytes = b""  # for the message content: the message, to show as content
+
+    @property
+    def is_content(self) -> bool:
+        return bool(self.content)
+
+
+def _check_argument(text: str) -> None:
+    # No CR, LF or other control character may reach the wire inside a command:
+    # that would let an argument start a command of its own (bpo-43124).
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise ValueError(f"Control character in SMTP command argument: {text!r}")
+
+
+def command(verb: str, argument: str = "", *, redacted: str | None = None) -> Command:
+    """A command line; ``redacted`` replaces the argument in the transcript."""
+    _check_argument(argument)
+    line = f"{verb} {argument}" if argument else verb
+    display = line if redacted is None else f"{verb} {redacted}".rstrip()
+    return Command(line.encode("utf-8") + b"\r\n", display)
+
+
+def secret_line(value: str) -> Command:
+    """A bare line answering a 334 challenge: always redacted."""
+    _check_argument(value)
+    return Command(value.encode("ascii") + b"\r\n", auth.REDACTED)
+
+
+def content_command(normalized: bytes) -> Command:
+    """The message content after DATA: dot-stuffed, then the ending ``.`` line."""
+    return Command(dot_stuff(normalized) + b".\r\n", "", content=normalized)
+
+
+@dataclass
+class Capabilities:
+    """What the server offered in its EHLO reply (empty after HELO)."""
+
+    esmtp: bool = False
+    extensions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_ehlo(cls, reply: Reply) -> Capabilities:
+        extensions: dict[str, str] = {}
+        for line in reply.lines[1:]:  # the first line is the server's greeting name
+            keyword, _, params = line.strip().partition(" ")
+            if keyword:
+                extensions[keyword.upper()] = params.strip()
+        return cls(esmtp=True, extensions=extensions)
+
+    def has(self, keyword: str) -> bool:
+        return keyword.upper() in self.extensions
+
+    @property
+    def auth_mechanisms(self) -> list[str]:
+        return self.extensions.get("AUTH", "").upper().split()
+
+    @property
+    def size_limit(self) -> int | None:
+        """The SIZE limit the server declared, None when it declared none (or 0)."""
+        value = self.extensions.get("SIZE", "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def hello(name: str) -> Exchange[Capabilities]:
+    """EHLO, falling back to HELO when the server refuses EHLO."""
+    [reply] = yield [command("EHLO", name)]
+    if reply.code == 250:
+        return Capabilities.from_ehlo(reply)
+    [reply] = yield [command("HELO", name)]
+    if reply.code == 250:
+        return Capabilities()
+    raise SMTPHeloError(reply)
+
+
+def starttls(capabilities: Capabilities) -> Exchange[None]:
+    """Ask for TLS (RFC 3207). The driver upgrades the socket after this returns."""
+    if not capabilities.has("STARTTLS"):
+        raise SMTPNotSupportedError("STARTTLS was required but the server does not offer it")
+    [reply] = yield [command("STARTTLS")]
+    if reply.code != 220:
+        raise SMTPCommandError(reply)
+
+
+# Preference order when the server offers several mechanisms we implement.
+MECHANISMS = ("PLAIN", "LOGIN")
+
+
+def authenticate(capabilities: Capabilities, username: str, password: str) -> Exchange[None]:
+    """AUTH with the first of :data:`MECHANISMS` the server offers."""
+    offered = capabilities.auth_mechanisms
+    if not capabilities.has("AUTH"):
+        raise SMTPNotSupportedError("Credentials were given but the server does not offer AUTH")
+    mechanism = next((m for m in MECHANISMS if m in offered), None)
+    if mechanism is None:
+        raise SMTPNotSupportedError(f"No supported AUTH mechanism among: {' '.join(offered)}")
+    if mechanism == "PLAIN":
+        token = auth.plain(username, password)
+        [reply] = yield [command("AUTH", f"PLAIN {token}", redacted=f"PLAIN {auth.REDACTED}")]
+    else:
+        [reply] = yield [command("AUTH", "LOGIN")]
+        if reply.code == 334:
+            [reply] = yield [secret_line(auth.login_response(username))]
+        if reply.code == 334:
+            [reply] = yield [secret_line(auth.login_response(password))]
+    if reply.code != 235:
+        raise SMTPAuthenticationError(reply)
+
+
+def check_message(capabilities: Capabilities, envelope: Envelope, content: bytes) -> None:
+    """Refuse locally what the server has said it cannot take, before anything is sent."""
+    if envelope.needs_smtputf8 and not capabilities.has("SMTPUTF8"):
+        raise SMTPNotSupportedError(
+            "The envelope has a non-ASCII address but the server does not offer SMTPUTF8"
+        )
+    limit = capabilities.size_limit
+    if limit is not None and len(content) > limit:
+        raise SMTPNotSupportedError(
+            f"The message is {len(content)} bytes; the server accepts at most {limit}"
+        )
+
+
+def mail_parameters(capabilities: Capabilities, envelope: Envelope, content: bytes) -> str:
+    params = []
+    if capabilities.has("SIZE"):
+        params.append(f"SIZE={len(content)}")
+    if is_8bit(content) and capabilities.has("8BITMIME"):
+        params.append("BODY=8BITMIME")
+    if envelope.needs_smtputf8:
+        params.append("SMTPUTF8")
+    return "".join(f" {p}" for p in params)
+
+
+def new_outcome(envelope: Envelope, content: bytes) -> MessageOutcome:
+    return MessageOutcome(
+        sender=envelope.sender,
+        recipients=[RecipientOutcome(address) for address in envelope.recipients],
+        size=len(content),
+    )
+
+
+def transaction(
+    capabilities: Capabilities,
+    envelope: Envelope,
+    content: bytes,
+    outcome: MessageOutcome,
+    *,
+    reset_first: bool,
+) -> Exchange[MessageOutcome]:
+    """One mail transaction: (RSET,) MAIL, RCPT for each recipient, DATA, content.
+
+    ``content`` must already have CRLF line endings (:func:`.data.normalize_line_endings`).
+    Replies are written into ``outcome`` as they come, so whoever holds it knows what
+    the server said even if the session breaks halfway. Refusals are not raised: the
+    transaction is reset so the session can go on with the next message.
+    """
+    if reset_first:
+        yield [command("RSET")]
+    params = mail_parameters(capabilities, envelope, content)
+    [outcome.mail_reply] = yield [command("MAIL", f"FROM:<{envelope.sender}>{params}")]
+    if not outcome.mail_reply.is_positive:
+        outcome.error = f"sender refused: {outcome.mail_reply}"
+        return (yield from _abandon(outcome))
+    for recipient in outcome.recipients:
+        [recipient.reply] = yield [command("RCPT", f"TO:<{recipient.address}>")]
+    if not any(r.accepted for r in outcome.recipients):
+        outcome.error = "every recipient refused"
+        return (yield from _abandon(outcome))
+    [outcome.data_reply] = yield [command("DATA")]
+    if outcome.data_reply.code != 354:
+        outcome.error = f"DATA refused: {outcome.data_reply}"
+        return (yield from _abandon(outcome))
+    [outcome.final_reply] = yield [content_command(content)]
+    if not outcome.final_reply.is_positive:
+        outcome.error = f"message refused: {outcome.final_reply}"
+    outcome.settle()
+    return outcome
+
+
+def _abandon(outcome: MessageOutcome) -> Exchange[MessageOutcome]:
+    yield [command("RSET")]
+    outcome.settle()
+    return outcome
+
+
+def quit() -> Exchange[Reply]:
+    [reply] = yield [command("QUIT")]
+    return reply

@@ -1,0 +1,80 @@
+"""What the server said about each recipient and each message."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .replies import Reply
+
+SENT = "sent"  # every recipient accepted, content accepted
+PARTIAL = "partial"  # content accepted for some recipients, others refused
+FAILED = "failed"  # the server did not take the message
+NOT_SENT = "not_sent"  # never offered to the server (the session ended first)
+
+# How common servers name the queue entry in their reply to the end of data.
+_QUEUE_ID_PATTERNS = [
+    re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE),  # Postfix
+    re.compile(r"\bid=([A-Za-z0-9._-]+)"),  # Exim
+    re.compile(r"^(?:2\.\d\.\d )?([A-Za-z0-9]{8,}) Message accepted", re.IGNORECASE),  # Sendmail
+    re.compile(r"InternalId=(\d+)"),  # Microsoft
+    re.compile(r"^2\.0\.0 OK\s+\d+ (\S+) - gsmtp"),  # Google
+]
+
+
+def queue_id(reply: Reply | None) -> str:
+    """The server's queue id for an accepted message, when its reply names one."""
+    if reply is None or not reply.is_positive:
+        return ""
+    for pattern in _QUEUE_ID_PATTERNS:
+        match = pattern.search(reply.text)
+        if match:
+            return match.group(1)
+    return ""
+
+
+@dataclass
+class RecipientOutcome:
+    address: str
+    reply: Reply | None = None  # None when the recipient was never offered
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply is not None and self.reply.is_positive
+
+
+@dataclass
+class MessageOutcome:
+    """The result of one mail transaction: MAIL, each RCPT, and the content."""
+
+    sender: str
+    recipients: list[RecipientOutcome]
+    mail_reply: Reply | None = None
+    data_reply: Reply | None = None  # the reply to DATA (354) when it was refused
+    final_reply: Reply | None = None  # the reply to the end of the content
+    size: int = 0
+    error: str = ""
+    status: str = NOT_SENT
+
+    @property
+    def accepted_recipients(self) -> list[str]:
+        if self.status not in (SENT, PARTIAL):
+            return []
+        return [r.address for r in self.recipients if r.accepted]
+
+    @property
+    def refused_recipients(self) -> dict[str, Reply]:
+        return {r.address: r.reply for r in self.recipients if r.reply and not r.accepted}
+
+    @property
+    def queue_id(self) -> str:
+        return queue_id(self.final_reply)
+
+    def settle(self) -> None:
+        """Derive ``status`` from the replies gathered so far."""
+        if self.final_reply is not None and self.final_reply.is_positive:
+            self.status = PARTIAL if self.refused_recipients else SENT
+        elif self.mail_reply is not None:
+            self.status = FAILED
+        else:
+            self.status = NOT_SENT

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.servers import Script, ScriptedServer, SMTPServer
+
+
+@pytest.fixture
+def smtpd() -> Iterator[SMTPServer]:
+    """A real aiosmtpd server that keeps what it receives."""
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_smtpd() -> Iterator[Callable[..., SMTPServer]]:
+    """Start aiosmtpd servers with options (TLS contexts, authenticator, ...)."""
+    servers: list[SMTPServer] = []
+
+    def start(**kwargs: Any) -> SMTPServer:
+        server = SMTPServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Script], ScriptedServer]]:
+    """Start scripted (hostile) servers; any assertion failing in a script fails the test."""
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script) -> ScriptedServer:
+        server = ScriptedServer(script).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        assert not server.errors, server.errors
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("localhost", "127.0.0.1")
+
+
+@pytest.fixture
+def trust_ca(ca: trustme.CA, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make the test CA the system trust store, the way a user would: SSL_CERT_FILE."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    monkeypatch.setenv("SSL_CERT_FILE", str(path))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return str(path)

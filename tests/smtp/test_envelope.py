@@ -1,0 +1,43 @@
+import pytest
+
+from django_sockmail.smtp.envelope import envelope_address, make_envelope
+
+
+@pytest.mark.parametrize(
+    ("given", "envelope"),
+    [
+        ("user@example.org", "user@example.org"),
+        ("User Name <user@example.org>", "user@example.org"),
+        ('"Doe, Jane" <jane@example.org>', "jane@example.org"),
+        (("Name", "user@example.org"), "user@example.org"),
+        ("user@bücher.de", "user@xn--bcher-kva.de"),
+        ("jörg@example.org", "jörg@example.org"),
+        ("user@[127.0.0.1]", "user@[127.0.0.1]"),
+    ],
+)
+def test_envelope_address(given: str, envelope: str) -> None:
+    assert envelope_address(given) == envelope
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "no-at-sign",
+        "a@b.org, c@d.org",
+        "a@b.org> NOTIFY=SUCCESS,FAILURE",
+        "a@b.org>\r\nRCPT TO:<evil@x.org",
+        "a@b.org\nDATA",
+        "a@b.org\x00",
+        '"a b"@c.org',
+        "a b@c.org",
+    ],
+)
+def test_bad_addresses_raise_value_error(bad: str) -> None:
+    with pytest.raises(ValueError):
+        envelope_address(bad)
+
+
+def test_smtputf8_needed_only_for_non_ascii_local_parts() -> None:
+    assert not make_envelope("a@bücher.de", ["b@example.org"]).needs_smtputf8
+    assert make_envelope("a@example.org", ["jörg@example.org"]).needs_smtputf8

@@ -1,0 +1,179 @@
+"""The conversation logic, driven with scripted replies: no sockets involved."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import pytest
+
+from django_sockmail.smtp import protocol
+from django_sockmail.smtp.envelope import make_envelope
+from django_sockmail.smtp.errors import (
+    SMTPAuthenticationError,
+    SMTPCommandError,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+)
+from django_sockmail.smtp.replies import Reply, ReplyParser
+from django_sockmail.smtp.results import FAILED, PARTIAL, SENT, MessageOutcome
+
+T = TypeVar("T")
+
+
+def reply(text: str) -> Reply:
+    [parsed] = ReplyParser().feed(text.rstrip("\n").replace("\n", "\r\n").encode() + b"\r\n")
+    return parsed
+
+
+def run(exchange: protocol.Exchange[T], replies: list[str]) -> tuple[T, list[str]]:
+    """Run an exchange against scripted replies; return its result and what it sent."""
+    sent: list[str] = []
+    pending = iter(replies)
+    try:
+        commands = next(exchange)
+        while True:
+            sent.extend(c.display if not c.is_content else "<content>" for c in commands)
+            commands = exchange.send([reply(next(pending)) for _ in commands])
+    except StopIteration as stop:
+        return stop.value, sent
+
+
+CAPS = protocol.Capabilities.from_ehlo(
+    reply("250-mx.example\n250-SIZE 1000\n250-8BITMIME\n250-AUTH PLAIN LOGIN\n250 STARTTLS\n")
+)
+ENVELOPE = make_envelope("from@example.org", ["a@example.org", "b@example.org"])
+CONTENT = b"Subject: hi\r\n\r\nbody\r\n"
+
+
+def transaction(
+    replies: list[str], *, reset_first: bool = False
+) -> tuple[MessageOutcome, list[str]]:
+    outcome = protocol.new_outcome(ENVELOPE, CONTENT)
+    exchange = protocol.transaction(CAPS, ENVELOPE, CONTENT, outcome, reset_first=reset_first)
+    return run(exchange, replies)
+
+
+def test_capabilities_from_ehlo() -> None:
+    assert CAPS.esmtp and CAPS.has("starttls") and CAPS.has("8BITMIME")
+    assert CAPS.auth_mechanisms == ["PLAIN", "LOGIN"]
+    assert CAPS.size_limit == 1000
+
+
+def test_ehlo_falls_back_to_helo() -> None:
+    caps, sent = run(protocol.hello("client.example"), ["502 no", "250 hi"])
+    assert sent == ["EHLO client.example", "HELO client.example"]
+    assert not caps.esmtp and caps.extensions == {}
+
+
+def test_ehlo_and_helo_refused() -> None:
+    with pytest.raises(SMTPHeloError) as info:
+        run(protocol.hello("c"), ["502 no", "504 no"])
+    assert info.value.smtp_code == 504
+
+
+def test_control_characters_never_reach_a_command() -> None:
+    with pytest.raises(ValueError):
+        run(protocol.hello("c\r\nMAIL FROM:<x@y>"), [])
+
+
+def test_starttls_needs_the_capability_and_a_220() -> None:
+    with pytest.raises(SMTPNotSupportedError):
+        run(protocol.starttls(protocol.Capabilities()), [])
+    with pytest.raises(SMTPCommandError) as info:
+        run(protocol.starttls(CAPS), ["454 TLS not available"])
+    assert info.value.smtp_code == 454
+    assert run(protocol.starttls(CAPS), ["220 go ahead"]) == (None, ["STARTTLS"])
+
+
+def test_auth_plain_is_redacted() -> None:
+    _, sent = run(protocol.authenticate(CAPS, "alice", "s3cret"), ["235 ok"])
+    assert sent == ["AUTH PLAIN ********"]
+
+
+def test_auth_login_lines_are_redacted() -> None:
+    caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "LOGIN"})
+    _, sent = run(
+        protocol.authenticate(caps, "alice", "s3cret"),
+        ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", "235 ok"],
+    )
+    assert sent == ["AUTH LOGIN", "********", "********"]
+
+
+def test_auth_refused() -> None:
+    with pytest.raises(SMTPAuthenticationError) as info:
+        run(protocol.authenticate(CAPS, "alice", "wrong"), ["535 5.7.8 bad credentials"])
+    assert info.value.smtp_code == 535
+
+
+def test_auth_needs_a_mechanism_we_know() -> None:
+    caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "GSSAPI"})
+    with pytest.raises(SMTPNotSupportedError):
+        run(protocol.authenticate(caps, "alice", "pw"), [])
+
+
+def test_transaction_sends_size_and_every_recipient() -> None:
+    outcome, sent = transaction(["250 ok", "250 ok", "250 ok", "354 go", "250 queued as ABC"])
+    assert sent == [
+        f"MAIL FROM:<from@example.org> SIZE={len(CONTENT)}",
+        "RCPT TO:<a@example.org>",
+        "RCPT TO:<b@example.org>",
+        "DATA",
+        "<content>",
+    ]
+    assert outcome.status == SENT
+    assert outcome.queue_id == "ABC"
+
+
+def test_rset_first_when_asked() -> None:
+    _, sent = transaction(["250", "250", "250", "250", "354", "250"], reset_first=True)
+    assert sent[0] == "RSET"
+
+
+def test_one_recipient_refused_still_sends_to_the_other() -> None:
+    outcome, sent = transaction(["250", "550 5.1.1 unknown", "250", "354", "250 ok"])
+    assert sent[-1] == "<content>"
+    assert outcome.status == PARTIAL
+    assert list(outcome.refused_recipients) == ["a@example.org"]
+    assert outcome.accepted_recipients == ["b@example.org"]
+
+
+def test_sender_refused_resets_and_sends_nothing_more() -> None:
+    outcome, sent = transaction(["553 no", "250 reset"])
+    assert sent == [f"MAIL FROM:<from@example.org> SIZE={len(CONTENT)}", "RSET"]
+    assert outcome.status == FAILED
+
+
+def test_every_recipient_refused_resets_without_data() -> None:
+    outcome, sent = transaction(["250", "550 no", "450 later", "250 reset"])
+    assert sent[-1] == "RSET" and "DATA" not in sent
+    assert outcome.status == FAILED
+
+
+def test_data_refused_resets() -> None:
+    outcome, sent = transaction(["250", "250", "250", "554 no data", "250 reset"])
+    assert sent[-1] == "RSET" and "<content>" not in sent
+    assert outcome.status == FAILED
+
+
+def test_content_refused() -> None:
+    outcome, _ = transaction(["250", "250", "250", "354", "552 too big"])
+    assert outcome.status == FAILED
+    assert outcome.queue_id == ""
+
+
+def test_8bit_content_asks_for_8bitmime_and_utf8_address_for_smtputf8() -> None:
+    caps = protocol.Capabilities(esmtp=True, extensions={"8BITMIME": "", "SMTPUTF8": ""})
+    envelope = make_envelope("jörg@example.org", ["a@example.org"])
+    content = "Subject: é\r\n\r\nçà\r\n".encode()
+    assert protocol.mail_parameters(caps, envelope, content) == " BODY=8BITMIME SMTPUTF8"
+
+
+def test_utf8_address_refused_locally_without_smtputf8() -> None:
+    envelope = make_envelope("jörg@example.org", ["a@example.org"])
+    with pytest.raises(SMTPNotSupportedError):
+        protocol.check_message(CAPS, envelope, CONTENT)
+
+
+def test_message_over_the_size_limit_refused_locally() -> None:
+    with pytest.raises(SMTPNotSupportedError, match="at most 1000"):
+        protocol.check_message(CAPS, ENVELOPE, b"x" * 1001)

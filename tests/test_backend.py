@@ -1,0 +1,256 @@
+"""The Django backend against a real aiosmtpd server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage, get_connection, send_mail
+from django.test import override_settings
+
+from django_sockmail.backend import EmailBackend
+from django_sockmail.models import Session
+from tests.servers import SMTPServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BACKEND = "django_sockmail.backend.EmailBackend"
+
+
+def connection(server: SMTPServer, **kwargs: Any) -> EmailBackend:
+    backend: EmailBackend = get_connection(BACKEND, host=server.host, port=server.port, **kwargs)
+    return backend
+
+
+def parsed(content: bytes) -> email.message.EmailMessage:
+    message: email.message.EmailMessage = email.message_from_bytes(
+        content, policy=email.policy.default
+    )  # type: ignore[assignment]
+    return message
+
+
+def test_send_mail_delivers_the_exact_message(smtpd: SMTPServer) -> None:
+    with override_settings(EMAIL_HOST=smtpd.host, EMAIL_PORT=smtpd.port, EMAIL_BACKEND=BACKEND):
+        assert send_mail("Hello", "Body text\nline two", "from@example.org", ["to@example.org"]) == 1
+    [received] = smtpd.messages
+    assert received.mail_from == "from@example.org"
+    assert received.rcpt_tos == ["to@example.org"]
+    message = parsed(received.content)
+    assert message["Subject"] == "Hello"
+    assert message["To"] == "to@example.org"
+    assert message.get_content().splitlines() == ["Body text", "line two"]
+
+
+def test_the_server_receives_exactly_the_bytes_django_renders(smtpd: SMTPServer) -> None:
+    fixed = {"Message-ID": "<fixed@example.org>", "Date": "Thu, 26 Nov 2026 12:00:00 +0000"}
+    message = EmailMessage(
+        "Grüße", "Zeile 1\n.Zeile 2\nÄÖÜ", "from@example.org", ["to@example.org"], headers=fixed
+    )
+    assert connection(smtpd).send_messages([message]) == 1
+    rendered = message.message().as_bytes(linesep="\r\n")
+    # Byte for byte what Django renders, plus the line ending the data needs last.
+    assert smtpd.messages[0].content == rendered + b"\r\n"
+
+
+def test_email_message_with_cc_bcc_and_attachment(smtpd: SMTPServer) -> None:
+    message = EmailMessage(
+        "Report",
+        "See attached.",
+        "Sender <from@example.org>",
+        ["a@example.org"],
+        cc=["b@example.org"],
+        bcc=["c@example.org"],
+    )
+    message.attach("report.csv", "a,b\n1,2\n", "text/csv")
+    assert connection(smtpd).send_messages([message]) == 1
+    [received] = smtpd.messages
+    assert received.mail_from == "from@example.org"
+    assert received.rcpt_tos == ["a@example.org", "b@example.org", "c@example.org"]
+    assert b"c@example.org" not in received.content.split(b"\r\n\r\n")[0]  # Bcc not in headers
+    attachment = next(parsed(received.content).iter_attachments())
+    assert attachment.get_filename() == "report.csv"
+    assert attachment.get_content().splitlines() == ["a,b", "1,2"]
+
+
+def test_fifty_messages_over_one_opened_connection_use_one_session(smtpd: SMTPServer) -> None:
+    messages = [
+        EmailMessage(f"n{i}", "body", "from@example.org", [f"to{i}@example.org"])
+        for i in range(50)
+    ]
+    with connection(smtpd) as backend:
+        assert backend.send_messages(messages[:25]) == 25
+        assert backend.send_messages(messages[25:]) == 25
+    assert len(smtpd.messages) == 50
+    assert [parsed(m.content)["Subject"] for m in smtpd.messages] == [f"n{i}" for i in range(50)]
+    session = Session.objects.get()
+    assert session.message_count == 50 and session.sent_count == 50
+    commands = [line.text for line in session.lines.filter(direction="C")]
+    assert sum(c.startswith("EHLO") for c in commands) == 1
+    assert sum(c == "RSET" for c in commands) == 49  # a clean slate between messages
+    assert commands[-1] == "QUIT"
+
+
+def test_body_line_endings_cannot_end_the_data_early(smtpd: SMTPServer) -> None:
+    body = "a\nb\rc\n.\nd\r\n.\r\ne\n..f\n.g\r.h\n."
+    message = EmailMessage("dots", body, "from@example.org", ["to@example.org"])
+    message.encoding = "us-ascii"
+    assert connection(smtpd).send_messages([message]) == 1
+    [received] = smtpd.messages  # exactly one message, nothing smuggled after it
+    text = parsed(received.content).get_content()
+    # Every bare CR and LF became a line break; every line and dot is intact.
+    assert text.splitlines() == ["a", "b", "c", ".", "d", ".", "e", "..f", ".g", ".h", "."]
+
+
+def test_bytes_body_with_bare_line_endings_is_one_message(scripted: Any) -> None:
+    # A raw body that would end the data early on a lenient server if sent unnormalised.
+    from django_sockmail.smtp.client import SMTPClient
+    from django_sockmail.smtp.envelope import make_envelope
+
+    def script(c: Any) -> None:
+        c.send(b"220 hi\r\n")
+        c.expect(b"EHLO", b"250 ok\r\n")
+        c.expect(b"MAIL", b"250 ok\r\n")
+        c.expect(b"RCPT", b"250 ok\r\n")
+        c.expect(b"DATA", b"354 go\r\n")
+        c.data = c.read_data()
+        c.send(b"250 queued\r\n")
+        c.expect(b"QUIT", b"221 bye\r\n")
+
+    server = scripted(script)
+    client = SMTPClient(server.host, server.port, timeout=5)
+    client.open()
+    raw = b"Subject: x\n\nline\n.\nMAIL FROM:<evil@x>\r.\rend"
+    client.send(make_envelope("a@example.org", ["b@example.org"]), raw)
+    client.quit()
+    data = server.conversations[0].data
+    assert data == b"Subject: x\r\n\r\nline\r\n..\r\nMAIL FROM:<evil@x>\r\n..\r\nend"
+
+
+def test_one_refused_recipient_does_not_stop_the_others(smtpd: SMTPServer) -> None:
+    message = EmailMessage("s", "b", "from@example.org", ["ok@example.org", "x@refused.test"])
+    assert connection(smtpd).send_messages([message]) == 1
+    assert smtpd.messages[0].rcpt_tos == ["ok@example.org"]
+    outcome = message.sockmail_outcome  # type: ignore[attr-defined]
+    assert outcome.status == "partial"
+    assert outcome.refused_recipients["x@refused.test"].code == 550
+    recorded = Session.objects.get().messages.get()
+    refused = recorded.recipients.get(address="x@refused.test")
+    assert refused.reply_code == 550 and not refused.accepted
+
+
+def test_invalid_address_raises_value_error_before_anything_is_sent(smtpd: SMTPServer) -> None:
+    good = EmailMessage("s", "b", "from@example.org", ["ok@example.org"])
+    bad = EmailMessage("s", "b", "from@example.org", ["x@y.org> NOTIFY=SUCCESS"])
+    with pytest.raises(ValueError):
+        connection(smtpd).send_messages([good, bad])
+    assert smtpd.messages == []
+    assert Session.objects.count() == 0  # no connection was even made
+
+
+def test_message_without_recipients_is_skipped(smtpd: SMTPServer) -> None:
+    empty = EmailMessage("s", "b", "from@example.org", [])
+    full = EmailMessage("s", "b", "from@example.org", ["to@example.org"])
+    assert connection(smtpd).send_messages([empty, full]) == 1
+    assert len(smtpd.messages) == 1
+    assert connection(smtpd).send_messages([]) == 0
+
+
+def test_open_and_close_return_values(smtpd: SMTPServer) -> None:
+    backend = connection(smtpd)
+    assert backend.open() is True
+    assert backend.open() is False
+    backend.close()
+    backend.close()  # closing twice is harmless
+    assert Session.objects.get().status == "ok"
+
+
+def test_open_failing_silently_returns_none() -> None:
+    backend = EmailBackend(host="127.0.0.1", port=1, fail_silently=True)
+    assert backend.open() is None
+    assert backend.send_messages([EmailMessage("s", "b", "a@b.org", ["c@d.org"])]) == 0
+
+
+def test_close_never_raises_on_a_dead_connection(smtpd: SMTPServer) -> None:
+    backend = connection(smtpd)
+    backend.open()
+    smtpd.stop()
+    backend.close()
+    assert backend.connection is None
+
+
+def test_a_connection_the_caller_opened_stays_open(smtpd: SMTPServer) -> None:
+    backend = connection(smtpd)
+    backend.open()
+    message = EmailMessage("s", "b", "from@example.org", ["to@example.org"])
+    backend.send_messages([message])
+    assert backend.connection is not None and backend.connection.is_open
+    backend.send_messages([message])
+    backend.close()
+    assert len(smtpd.messages) == 2 and Session.objects.count() == 1
+
+
+def test_a_connection_it_opened_itself_is_closed(smtpd: SMTPServer) -> None:
+    backend = connection(smtpd)
+    backend.send_messages([EmailMessage("s", "b", "from@example.org", ["to@example.org"])])
+    assert backend.connection is None
+    assert Session.objects.get().lines.last().text == "connection closed"  # type: ignore[union-attr]
+
+
+def test_thread_safe_on_one_shared_connection(smtpd: SMTPServer) -> None:
+    backend = connection(smtpd)
+    backend.open()
+
+    def send(n: int) -> None:
+        for i in range(10):
+            message = EmailMessage(f"t{n}-{i}", "b", "from@example.org", [f"{n}@example.org"])
+            backend.send_messages([message])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    backend.close()
+    subjects = sorted(parsed(m.content)["Subject"] for m in smtpd.messages)
+    assert subjects == sorted(f"t{n}-{i}" for n in range(4) for i in range(10))
+    assert Session.objects.get().sent_count == 40
+
+
+def test_settings_and_attributes_match_djangos_backend() -> None:
+    with override_settings(
+        EMAIL_HOST="mail.example.org",
+        EMAIL_PORT=2525,
+        EMAIL_HOST_USER="u",
+        EMAIL_HOST_PASSWORD="p",
+        EMAIL_USE_TLS=True,
+        EMAIL_TIMEOUT=7,
+        EMAIL_SSL_CERTFILE="/c.pem",
+        EMAIL_SSL_KEYFILE="/k.pem",
+    ):
+        backend = EmailBackend()
+    assert (backend.host, backend.port, backend.username, backend.password) == (
+        "mail.example.org",
+        2525,
+        "u",
+        "p",
+    )
+    assert backend.use_tls and not backend.use_ssl and backend.timeout == 7
+    assert (backend.ssl_certfile, backend.ssl_keyfile) == ("/c.pem", "/k.pem")
+    explicit = EmailBackend(host="h", port=1, username="x", password="", use_ssl=True, timeout=3)
+    assert (explicit.host, explicit.port, explicit.username, explicit.password) == ("h", 1, "x", "")
+    assert explicit.use_ssl and explicit.timeout == 3
+
+
+def test_tls_and_ssl_together_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        EmailBackend(use_tls=True, use_ssl=True)
+
+
+def test_outbox_backend_is_not_involved(smtpd: SMTPServer) -> None:
+    # pytest-django swaps EMAIL_BACKEND for locmem; an explicit connection bypasses it.
+    connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@example.org"])])
+    assert mail.outbox == [] and len(smtpd.messages) == 1
