@@ -3,6 +3,8 @@ outcomes to return values, exceptions and audit records. No SMTP logic lives her
 
 from __future__ import annotations
 
+import email.policy
+import inspect
 import logging
 import threading
 from collections.abc import Sequence
@@ -51,21 +53,43 @@ class EmailBackend(BaseEmailBackend):
         ssl_certfile: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(fail_silently=fail_silently, **kwargs)
-        self.host = host or settings.EMAIL_HOST
-        self.port = port or settings.EMAIL_PORT
-        self.username = settings.EMAIL_HOST_USER if username is None else username
-        self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
-        self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
-        self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
-        self.timeout = settings.EMAIL_TIMEOUT if timeout is None else timeout
-        self.ssl_keyfile = settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
-        self.ssl_certfile = settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
-        if self.use_ssl and self.use_tls:
-            raise ValueError(
-                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
-                "one of those settings to True."
+        super().__init__(**kwargs)
+        self.fail_silently = fail_silently
+        # Django 6.1 passes the MAILERS alias, with OPTIONS as keyword arguments;
+        # without one, the EMAIL_* settings fill in what was not given.
+        self.alias: str | None = kwargs.get("alias")
+        if self.alias is None:
+            self.host = host or settings.EMAIL_HOST
+            self.port = port or settings.EMAIL_PORT
+            self.username = settings.EMAIL_HOST_USER if username is None else username
+            self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
+            self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
+            self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
+            self.timeout = settings.EMAIL_TIMEOUT if timeout is None else timeout
+            self.ssl_keyfile = settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
+            self.ssl_certfile = (
+                settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
             )
+            if self.use_ssl and self.use_tls:
+                raise ValueError(
+                    "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
+                    "one of those settings to True."
+                )
+        else:
+            self.use_tls, self.use_ssl = bool(use_tls), bool(use_ssl)
+            if not host:
+                raise _invalid_mailer("OPTIONS must define 'host'.", self.alias)
+            if self.use_ssl and self.use_tls:
+                raise _invalid_mailer(
+                    "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
+                    "Set at most one of them to True.",
+                    self.alias,
+                )
+            self.host = host
+            self.port = port or (465 if self.use_ssl else 587 if self.use_tls else 25)
+            self.username, self.password = username, password
+            self.timeout = timeout
+            self.ssl_keyfile, self.ssl_certfile = ssl_keyfile, ssl_certfile
         self.connection: SMTPClient | None = None
         self._transcript: Transcript | None = None
         self._lock = threading.RLock()
@@ -149,8 +173,7 @@ class EmailBackend(BaseEmailBackend):
     def _send(self, message: EmailMessage, envelope: Envelope) -> bool:
         """One message; True when the server accepted it. Raises on refusal."""
         assert self.connection is not None
-        mime: Any = message.message()
-        content: bytes = mime.as_bytes(linesep="\r\n")
+        mime, content = render(message)
         try:
             outcome = self.connection.send(envelope, content)
         except SMTPError as exc:
@@ -196,6 +219,26 @@ class EmailBackend(BaseEmailBackend):
         from .recorder import record  # the models need the app registry ready
 
         record(transcript)
+
+
+def _invalid_mailer(message: str, alias: str) -> Exception:
+    from django.core.mail import InvalidMailer  # type: ignore[attr-defined,unused-ignore]
+
+    error: Exception = InvalidMailer(message, alias=alias)
+    return error
+
+
+# Django 6.0 renders messages with the modern email API and takes a policy.
+_MESSAGE_TAKES_POLICY = "policy" in inspect.signature(EmailMessage.message).parameters
+
+
+def render(message: EmailMessage) -> tuple[Any, bytes]:
+    """The MIME message Django builds, and its bytes with CRLF line endings."""
+    if _MESSAGE_TAKES_POLICY:
+        mime: Any = message.message(policy=email.policy.SMTP)  # type: ignore[call-arg,unused-ignore]
+        return mime, mime.as_bytes()
+    mime = message.message()
+    return mime, mime.as_bytes(linesep="\r\n")
 
 
 def _refusal(outcome: MessageOutcome) -> SMTPError:

@@ -35,11 +35,12 @@ class RecordingHandler:
     """Keeps every message; refuses recipients whose domain is ``refused.test``."""
 
     messages: list[Received] = field(default_factory=list)
-    sessions: int = 0
+    ehlo_names: list[str] = field(default_factory=list)
     data_reply: str = "250 2.0.0 Ok: queued as Q{n}"
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:  # fmt: skip
+        self.ehlo_names.append(hostname)
         session.host_name = hostname
         return responses
 
@@ -76,14 +77,12 @@ def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
 class SMTPServer:
     """aiosmtpd on 127.0.0.1 and a free port, in its own thread."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, host: str = "127.0.0.1", **kwargs: Any) -> None:
         self.handler = RecordingHandler()
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = free_port()
         kwargs.setdefault("enable_SMTPUTF8", True)
-        self.controller = Controller(
-            self.handler, hostname=self.host, port=self.port, **kwargs
-        )
+        self.controller = Controller(self.handler, hostname=self.host, port=self.port, **kwargs)
 
     @property
     def messages(self) -> list[Received]:
@@ -131,7 +130,7 @@ class Conversation:
 
     def expect(self, prefix: bytes, reply: bytes) -> bytes:
         line = self.readline()
-        assert line.upper().startswith(prefix), (line, prefix)
+        assert line.upper().startswith(prefix.upper()), (line, prefix)
         self.send(reply)
         return line
 
@@ -185,3 +184,144 @@ class ScriptedServer:
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         self._thread.join(timeout=5)
+
+
+# Helpers for the TLS, AUTH and error tests (tests/test_tls.py, test_auth.py, test_errors.py)
+
+
+def note_mail_from(server: SMTPServer) -> list[str]:
+    """Make a running aiosmtpd ``server`` note the address of every MAIL FROM it gets
+    from now on, accepted or not, so a test can show that no transaction was started."""
+    seen: list[str] = []
+
+    async def handle_MAIL(smtp: Any, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:  # fmt: skip
+        seen.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    # aiosmtpd collects the handle_* hooks of its handler for each new connection.
+    setattr(server.handler, "handle_MAIL", handle_MAIL)  # noqa: B010
+    return seen
+
+
+def note_peer_certificates(server: SMTPServer) -> list[dict[str, Any]]:
+    """Make a running aiosmtpd ``server`` note the client certificate (``getpeercert()``)
+    of every STARTTLS handshake from now on (an empty dict when none was presented)."""
+    seen: list[dict[str, Any]] = []
+
+    def handle_STARTTLS(smtp: Any, session: Any, envelope: Any) -> bool:
+        seen.append(dict(session.ssl.get("peercert") or {}))
+        return True
+
+    setattr(server.handler, "handle_STARTTLS", handle_STARTTLS)  # noqa: B010
+    return seen
+
+
+class Action:
+    """Something a :class:`Responder` does instead of replying."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+DROP = Action("drop")  # close the connection without a reply
+STALL = Action("stall")  # say nothing until the client gives up and closes
+
+Answer = bytes | Action
+
+DEFAULT_REPLIES: dict[str, bytes] = {
+    "GREETING": b"220 scripted.test ESMTP\r\n",
+    "EHLO": b"250-scripted.test\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+    "HELO": b"250 scripted.test\r\n",
+    "STARTTLS": b"220 2.0.0 Ready to start TLS\r\n",
+    "MAIL": b"250 2.1.0 Ok\r\n",
+    "RCPT": b"250 2.1.5 Ok\r\n",
+    "DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n",
+    "END": b"250 2.0.0 Ok: queued as SCRIPTED1\r\n",  # the reply to the end of the data
+    "RSET": b"250 2.0.0 Ok\r\n",
+    "NOOP": b"250 2.0.0 Ok\r\n",
+    "QUIT": b"221 2.0.0 Bye\r\n",
+}
+UNKNOWN_COMMAND = b"502 5.5.2 Command not recognized\r\n"
+
+
+@dataclass
+class Responder:
+    """A script for :class:`ScriptedServer`: a permissive SMTP server that answers each
+    command by its verb from ``replies`` (or :data:`DEFAULT_REPLIES`).
+
+    A list answers the verb's first use with its first item, and so on; its last item
+    repeats. ``"GREETING"`` is the first reply and ``"END"`` the reply to the end of the
+    data. Any ``421`` reply closes the connection after it is sent; a ``220`` reply to
+    STARTTLS starts TLS with ``tls_context``. Because everything else is accepted, a
+    client that goes on when it should stop is seen doing so in ``ScriptedServer.lines``.
+    """
+
+    replies: dict[str, Answer | list[Answer]] = field(default_factory=dict)
+    tls_context: ssl.SSLContext | None = None
+    messages: list[bytes] = field(default_factory=list)  # the content of each message
+    finished: threading.Event = field(default_factory=threading.Event)
+    _uses: dict[str, int] = field(default_factory=dict)
+
+    def answer(self, key: str) -> Answer:
+        configured = self.replies.get(key, DEFAULT_REPLIES.get(key, UNKNOWN_COMMAND))
+        if not isinstance(configured, list):
+            return configured
+        uses = self._uses.get(key, 0)
+        self._uses[key] = uses + 1
+        return configured[min(uses, len(configured) - 1)]
+
+    def wait(self, timeout: float = 5.0) -> None:
+        """Wait until a conversation is over, so it has read all the client sent."""
+        assert self.finished.wait(timeout), "the scripted conversation did not end"
+
+    def __call__(self, conversation: Conversation) -> None:
+        try:
+            self._converse(conversation)
+        finally:
+            self.finished.set()
+
+    def _converse(self, conversation: Conversation) -> None:
+        if self._reply(conversation, "GREETING") is None:
+            return
+        while True:
+            line = conversation.readline()
+            verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
+            known = verb in self.replies or verb in DEFAULT_REPLIES
+            key = verb if known and verb not in ("GREETING", "END") else "?"
+            sent = self._reply(conversation, key)
+            if sent is None or verb == "QUIT":
+                return
+            if verb == "STARTTLS" and sent.startswith(b"220"):
+                assert self.tls_context is not None, "STARTTLS accepted without tls_context"
+                conversation.start_tls(self.tls_context)
+            if verb == "DATA" and sent.startswith(b"354"):
+                self.messages.append(conversation.read_data())
+                if self._reply(conversation, "END") is None:
+                    return
+
+    def _reply(self, conversation: Conversation, key: str) -> bytes | None:
+        """Answer; None when the conversation is over."""
+        answer = self.answer(key)
+        if answer is DROP:
+            return None
+        if answer is STALL:
+            while conversation.sock.recv(65536):
+                pass
+            return None
+        assert isinstance(answer, bytes)
+        conversation.send(answer)
+        return None if answer.startswith(b"421") else answer
+
+
+def replying_authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
+                           auth_data: Any) -> AuthResult:  # fmt: skip
+    """Like :func:`authenticator`, but a refusal is answered: ``AuthResult`` defaults to
+    ``handled=True``, which makes aiosmtpd send no reply at all to wrong credentials."""
+    result = authenticator(server, session, envelope, mechanism, auth_data)
+    return AuthResult(success=result.success, handled=False)

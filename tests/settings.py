@@ -60,3 +60,6 @@ _DATABASES = {
 DATABASES = {"default": _DATABASES[os.environ.get("SOCKMAIL_TEST_DB", "sqlite")]}
 
 EMAIL_BACKEND = "django_sockmail.backend.EmailBackend"
+
+# Hashing the test users' passwords properly would dominate the admin tests' time.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

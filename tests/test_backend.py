@@ -12,7 +12,7 @@ from django.core import mail
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.test import override_settings
 
-from django_sockmail.backend import EmailBackend
+from django_sockmail.backend import EmailBackend, render
 from django_sockmail.models import Session
 from tests.servers import SMTPServer
 
@@ -35,7 +35,9 @@ def parsed(content: bytes) -> email.message.EmailMessage:
 
 def test_send_mail_delivers_the_exact_message(smtpd: SMTPServer) -> None:
     with override_settings(EMAIL_HOST=smtpd.host, EMAIL_PORT=smtpd.port, EMAIL_BACKEND=BACKEND):
-        assert send_mail("Hello", "Body text\nline two", "from@example.org", ["to@example.org"]) == 1
+        assert (
+            send_mail("Hello", "Body text\nline two", "from@example.org", ["to@example.org"]) == 1
+        )
     [received] = smtpd.messages
     assert received.mail_from == "from@example.org"
     assert received.rcpt_tos == ["to@example.org"]
@@ -51,7 +53,7 @@ def test_the_server_receives_exactly_the_bytes_django_renders(smtpd: SMTPServer)
         "Grüße", "Zeile 1\n.Zeile 2\nÄÖÜ", "from@example.org", ["to@example.org"], headers=fixed
     )
     assert connection(smtpd).send_messages([message]) == 1
-    rendered = message.message().as_bytes(linesep="\r\n")
+    _, rendered = render(message)  # what Django's own backend would hand to smtplib
     # Byte for byte what Django renders, plus the line ending the data needs last.
     assert smtpd.messages[0].content == rendered + b"\r\n"
 
@@ -78,8 +80,7 @@ def test_email_message_with_cc_bcc_and_attachment(smtpd: SMTPServer) -> None:
 
 def test_fifty_messages_over_one_opened_connection_use_one_session(smtpd: SMTPServer) -> None:
     messages = [
-        EmailMessage(f"n{i}", "body", "from@example.org", [f"to{i}@example.org"])
-        for i in range(50)
+        EmailMessage(f"n{i}", "body", "from@example.org", [f"to{i}@example.org"]) for i in range(50)
     ]
     with connection(smtpd) as backend:
         assert backend.send_messages(messages[:25]) == 25
@@ -254,3 +255,24 @@ def test_outbox_backend_is_not_involved(smtpd: SMTPServer) -> None:
     # pytest-django swaps EMAIL_BACKEND for locmem; an explicit connection bypasses it.
     connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@example.org"])])
     assert mail.outbox == [] and len(smtpd.messages) == 1
+
+
+def test_idna_domains_and_utf8_local_parts_in_the_envelope(smtpd: SMTPServer) -> None:
+    message = EmailMessage("s", "b", "from@bücher.de", ["jörg@example.org", "x@münchen.de"])
+    assert connection(smtpd).send_messages([message]) == 1
+    [received] = smtpd.messages
+    assert received.mail_from == "from@xn--bcher-kva.de"
+    assert received.rcpt_tos == ["jörg@example.org", "x@xn--mnchen-3ya.de"]
+    assert "SMTPUTF8" in received.mail_options
+
+
+def test_ehlo_name_from_settings(smtpd: SMTPServer) -> None:
+    with override_settings(SOCKMAIL={"LOCAL_HOSTNAME": "app.example.org"}):
+        connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
+    assert smtpd.handler.ehlo_names == ["app.example.org"]
+
+
+def test_recording_can_be_turned_off(smtpd: SMTPServer) -> None:
+    with override_settings(SOCKMAIL={"RECORD_SESSIONS": False}):
+        connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
+    assert len(smtpd.messages) == 1 and Session.objects.count() == 0

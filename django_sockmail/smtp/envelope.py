@@ -29,6 +29,9 @@ class Envelope:
         return not all(addr.isascii() for addr in (self.sender, *self.recipients))
 
 
+_NO_DOMAIN = "addr-spec local part with no domain"
+
+
 def _idna_domain(domain: str) -> str:
     if domain.startswith("[") and domain.endswith("]"):  # an address literal
         return domain
@@ -53,17 +56,20 @@ def envelope_address(address: str | tuple[str, str]) -> str:
         mailboxes = header.addresses
     except (HeaderParseError, IndexError, ValueError) as exc:
         raise ValueError(f"Invalid address: {address!r}") from exc
-    # A non-ASCII local part is valid with SMTPUTF8; any other defect is not.
-    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    # A non-ASCII local part is valid with SMTPUTF8, and a bare local part
+    # ("webmaster") is allowed as Django allows it (#15042); any other defect is not.
+    defects = [
+        d
+        for d in header.defects
+        if not isinstance(d, NonASCIILocalPartDefect) and str(d) != _NO_DOMAIN
+    ]
     if len(mailboxes) != 1 or defects:
         raise ValueError(f"Invalid address: {address!r}")
     mailbox: Address = mailboxes[0]
     local, domain = mailbox.username, mailbox.domain
-    if not local or not domain:
+    if not local or _FORBIDDEN.search(local) or _FORBIDDEN.search(domain):
         raise ValueError(f"Invalid address: {address!r}")
-    if _FORBIDDEN.search(local) or _FORBIDDEN.search(domain):
-        raise ValueError(f"Invalid address: {address!r}")
-    return f"{local}@{_idna_domain(domain)}"
+    return f"{local}@{_idna_domain(domain)}" if domain else local
 
 
 def make_envelope(

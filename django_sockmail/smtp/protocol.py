@@ -118,8 +118,9 @@ def starttls(capabilities: Capabilities) -> Exchange[None]:
         raise SMTPCommandError(reply)
 
 
-# Preference order when the server offers several mechanisms we implement.
-MECHANISMS = ("PLAIN", "LOGIN")
+# Preference order when the server offers several mechanisms we implement, as smtplib:
+# CRAM-MD5 first because it never sends the password itself.
+MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
 
 
 def authenticate(capabilities: Capabilities, username: str, password: str) -> Exchange[None]:
@@ -130,7 +131,11 @@ def authenticate(capabilities: Capabilities, username: str, password: str) -> Ex
     mechanism = next((m for m in MECHANISMS if m in offered), None)
     if mechanism is None:
         raise SMTPNotSupportedError(f"No supported AUTH mechanism among: {' '.join(offered)}")
-    if mechanism == "PLAIN":
+    if mechanism == "CRAM-MD5":
+        [reply] = yield [command("AUTH", "CRAM-MD5")]
+        if reply.code == 334:
+            [reply] = yield [secret_line(auth.cram_md5(username, password, reply.text))]
+    elif mechanism == "PLAIN":
         token = auth.plain(username, password)
         [reply] = yield [command("AUTH", f"PLAIN {token}", redacted=f"PLAIN {auth.REDACTED}")]
     else:

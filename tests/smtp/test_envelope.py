@@ -13,6 +13,7 @@ from django_sockmail.smtp.envelope import envelope_address, make_envelope
         ("user@bücher.de", "user@xn--bcher-kva.de"),
         ("jörg@example.org", "jörg@example.org"),
         ("user@[127.0.0.1]", "user@[127.0.0.1]"),
+        ("webmaster", "webmaster"),  # a local mailbox, as Django allows (#15042)
     ],
 )
 def test_envelope_address(given: str, envelope: str) -> None:
@@ -23,7 +24,7 @@ def test_envelope_address(given: str, envelope: str) -> None:
     "bad",
     [
         "",
-        "no-at-sign",
+        "@example.org",
         "a@b.org, c@d.org",
         "a@b.org> NOTIFY=SUCCESS,FAILURE",
         "a@b.org>\r\nRCPT TO:<evil@x.org",

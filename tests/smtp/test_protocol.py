@@ -99,6 +99,19 @@ def test_auth_login_lines_are_redacted() -> None:
     assert sent == ["AUTH LOGIN", "********", "********"]
 
 
+def test_auth_cram_md5_is_preferred_and_answers_the_challenge() -> None:
+    caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "PLAIN LOGIN CRAM-MD5"})
+    # RFC 2195's example: the digest of this challenge under "tanstaaftanstaaf".
+    challenge = "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+"
+    exchange = protocol.authenticate(caps, "tim", "tanstaaftanstaaf")
+    assert next(exchange)[0].display == "AUTH CRAM-MD5"
+    [answer] = exchange.send([reply(f"334 {challenge}")])
+    assert answer.display == "********"
+    assert answer.wire == b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n"
+    with pytest.raises(StopIteration):
+        exchange.send([reply("235 ok")])
+
+
 def test_auth_refused() -> None:
     with pytest.raises(SMTPAuthenticationError) as info:
         run(protocol.authenticate(CAPS, "alice", "wrong"), ["535 5.7.8 bad credentials"])

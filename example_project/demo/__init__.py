@@ -1,0 +1,1 @@
+"""The demo app: holds the ``sockmail_demo`` management command."""

@@ -1,0 +1,1 @@
+"""The django_sockmail example project: start it with ``scripts/demo.sh``."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: ./scripts/test.sh [pytest arguments]
+# Sets up .venv, then runs ruff, mypy and pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/venv.sh
+ensure_venv test
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest "$@"

@@ -1,0 +1,89 @@
+"""The socket driver against real and scripted servers, without Django."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from django_sockmail.smtp.client import SMTPClient
+from django_sockmail.smtp.envelope import make_envelope
+from django_sockmail.transcript import CLIENT, CONTENT, SERVER, Transcript
+from tests.servers import SMTPServer
+
+ENVELOPE = make_envelope("from@example.org", ["to@example.org"])
+
+
+def send_one(host: str, port: int, content: bytes = b"Subject: x\r\n\r\nbody\r\n") -> Transcript:
+    transcript = Transcript()
+    client = SMTPClient(host, port, timeout=5, listener=transcript)
+    client.open()
+    outcome = client.send(ENVELOPE, content)
+    client.quit()
+    assert outcome.status == "sent"
+    return transcript
+
+
+def test_connects_by_host_name(smtpd: SMTPServer) -> None:
+    transcript = send_one("localhost", smtpd.port)
+    assert transcript.peer_address == f"127.0.0.1:{smtpd.port}"
+    assert len(smtpd.messages) == 1
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 in this Python")
+def test_connects_over_ipv6(make_smtpd: Any) -> None:
+    server = make_smtpd(host="::1")
+    transcript = send_one("::1", server.port)
+    assert transcript.peer_address == f"[::1]:{server.port}"
+    assert len(server.messages) == 1
+
+
+def test_8bit_body_is_declared_with_8bitmime(smtpd: SMTPServer) -> None:
+    send_one(smtpd.host, smtpd.port, "Subject: x\r\n\r\nGrüße\r\n".encode())
+    assert "BODY=8BITMIME" in smtpd.messages[0].mail_options
+
+
+def test_transcript_records_both_directions_in_order(smtpd: SMTPServer) -> None:
+    transcript = send_one(smtpd.host, smtpd.port)
+    said = [(line.direction, line.text.split(" ")[0]) for line in transcript.lines]
+    conversation = [(d, t) for d, t in said if d in (CLIENT, SERVER, CONTENT)]
+    assert conversation[:2] == [(SERVER, "220"), (CLIENT, "EHLO")]
+    assert (CLIENT, "DATA") in conversation and (CONTENT, "Subject:") in conversation
+    assert conversation[-2:] == [(CLIENT, "QUIT"), (SERVER, "221")]
+    offsets = [line.offset for line in transcript.lines]
+    assert offsets == sorted(offsets)
+    assert transcript.ended_at is not None
+
+
+def test_content_keeps_headers_and_size_not_the_body(smtpd: SMTPServer) -> None:
+    content = b"Subject: secret plans\r\nX-A: 1\r\n\r\nthe body stays private\r\n"
+    transcript = send_one(smtpd.host, smtpd.port, content)
+    [block] = [line.text for line in transcript.lines if line.direction == CONTENT]
+    assert "Subject: secret plans" in block and "X-A: 1" in block
+    assert f"{len(content)} bytes" in block
+    assert "private" not in block
+
+
+def test_helo_fallback_on_the_wire(scripted: Any) -> None:
+    def script(c: Any) -> None:
+        c.send(b"220 old server\r\n")
+        c.expect(b"EHLO", b"500 what?\r\n")
+        c.expect(b"HELO", b"250 hello\r\n")
+        c.expect(b"MAIL FROM:<from@example.org>", b"250 ok\r\n")  # no ESMTP parameters
+        c.expect(b"RCPT", b"250 ok\r\n")
+        c.expect(b"DATA", b"354 go\r\n")
+        c.read_data()
+        c.send(b"250 ok\r\n")
+        c.expect(b"QUIT", b"221 bye\r\n")
+
+    server = scripted(script)
+    send_one(server.host, server.port)
+    assert server.lines[2] == b"MAIL FROM:<from@example.org>"
+
+
+def test_local_hostname_is_sent_in_ehlo(smtpd: SMTPServer) -> None:
+    client = SMTPClient(smtpd.host, smtpd.port, timeout=5, local_hostname="client.example.org")
+    client.open()
+    client.quit()
+    assert smtpd.handler.ehlo_names == ["client.example.org"]

@@ -1,0 +1,427 @@
+"""The read-only admin: lists, search, filters, the session page with its transcript,
+the message page with its recipients, permissions, and escaping of server text."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from pytest_django import Settings
+
+from django_sockmail import admin as sockmail_admin
+from django_sockmail.models import Message, Session
+from django_sockmail.recorder import record
+from django_sockmail.smtp.replies import Reply
+from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
+from django_sockmail.transcript import FAILED, Line, MessageRecord
+from tests.test_recorder import (
+    CONVERSATION,
+    STARTED,
+    make_transcript,
+    partly_refused_message,
+    sent_message,
+)
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def recorded(**overrides: object) -> Session:
+    session = record(make_transcript(**overrides))
+    assert session is not None
+    return session
+
+
+def other_session() -> Session:
+    """A failed session a day later, with nothing in common with make_transcript()'s."""
+    outcome = MessageOutcome(
+        sender="zed@example.com",
+        recipients=[RecipientOutcome("yan@example.com", Reply(250, ("2.1.5 Ok",)))],
+        mail_reply=Reply(250, ("2.1.0 Ok",)),
+        data_reply=Reply(451, ("4.3.0 Try again later",)),
+    )
+    outcome.settle()
+    return recorded(
+        host="relay.example.com",
+        port=25,
+        security="none",
+        tls=None,
+        status=FAILED,
+        error="SMTPDataError: 451",
+        started_at=STARTED + timedelta(days=1),
+        lines=[Line(0.0, "S", "220 relay.example.com")],
+        messages=[MessageRecord(outcome, message_id="<other@example.com>", subject="Invoice")],
+    )
+
+
+def session_url(session: Session) -> str:
+    return reverse("admin:django_sockmail_session_change", args=[session.pk])
+
+
+def message_url(message: Message) -> str:
+    return reverse("admin:django_sockmail_message_change", args=[message.pk])
+
+
+SESSIONS = reverse("admin:django_sockmail_session_changelist")
+MESSAGES = reverse("admin:django_sockmail_message_changelist")
+
+
+def listed(client: Client, url: str, **params: str) -> list[Any]:
+    response = client.get(url, params)
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
+
+
+def transcript_rows(content: str) -> list[tuple[str, str, str, str]]:
+    """(kind, offset, prefix, text) for each transcript row of the session page."""
+    rows = re.findall(
+        r'<tr class="sockmail-line sockmail-line-([\w-]+)">\s*'
+        r'<td class="sockmail-offset">([^<]*)</td>\s*'
+        r'<td class="sockmail-prefix">([^<]*)</td>\s*'
+        r'<td class="sockmail-text">(?:<pre>)?(.*?)(?:</pre>)?</td>',
+        content,
+        re.DOTALL,
+    )
+    return [(kind, offset, prefix, html.unescape(text)) for kind, offset, prefix, text in rows]
+
+
+def test_every_page_renders_for_a_superuser(admin_client: Client) -> None:
+    session = recorded()
+    message = session.messages.get(position=1)
+
+    for url in (SESSIONS, MESSAGES, session_url(session), message_url(message)):
+        assert admin_client.get(url).status_code == 200, url
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
+    session = recorded()
+    message = session.messages.get(position=1)
+
+    for url in (SESSIONS, MESSAGES, session_url(session), message_url(message)):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("admin:login")), url
+
+
+def test_the_session_list_shows_each_session_without_joins(admin_client: Client) -> None:
+    recorded()
+    other_session()
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(SESSIONS)
+
+    content = response.content.decode()
+    assert "mail.example.com:587" in content
+    assert "relay.example.com:25" in content
+    assert "admin/img/icon-yes.svg" in content
+    assert "admin/img/icon-no.svg" in content
+    assert "TLSv1.3" in content
+    session_queries = [q["sql"] for q in queries.captured_queries if "sockmail_session" in q["sql"]]
+    assert session_queries
+    assert not any("sockmail_message" in sql for sql in session_queries)
+
+
+def test_the_session_page_shows_the_transcript_as_a_conversation(admin_client: Client) -> None:
+    session = recorded()
+
+    response = admin_client.get(session_url(session))
+
+    rows = transcript_rows(response.content.decode())
+    kinds = {"C": "client", "S": "server", "D": "content", "*": "info"}
+    prefixes = {"C": "C:", "S": "S:", "D": "D:", "*": "*"}
+    expected = [
+        (
+            "server-error" if d == "S" and text.startswith("5") else kinds[d],
+            f"{i * 12.5:.1f} ms",
+            prefixes[d],
+            text,
+        )
+        for i, (d, text) in enumerate(CONVERSATION)
+    ]
+    assert rows == expected
+    content = response.content.decode()
+    assert "<pre>From: alice@example.org\nTo: bob@example.net" in content
+    assert "AUTH PLAIN [credentials redacted]" in content
+
+
+def test_the_session_page_lists_its_messages_with_links(admin_client: Client) -> None:
+    session = recorded()
+    first, second = session.messages.order_by("position")
+
+    response = admin_client.get(session_url(session))
+
+    content = response.content.decode()
+    assert f'<a href="{message_url(first)}">Quarterly report</a>' in content
+    assert f'<a href="{message_url(second)}">Lunch?</a>' in content
+    assert "ABC123" in content
+    assert "DEF456" in content
+    assert "250 2.0.0 Ok: queued as ABC123" in content
+    assert '<div class="sockmail-refused"' in content
+    assert "nobody@example.net (550)" in content
+    assert "TLS_AES_256_GCM_SHA384" in content
+    assert "CN=Example CA,O=Example" in content
+    assert "1.250 s" in content  # duration
+
+
+def test_times_are_shown_to_the_second(admin_client: Client, settings: Settings) -> None:
+    settings.TIME_ZONE = "Europe/Berlin"
+    session = recorded()
+    message = session.messages.get(position=1)
+
+    page = admin_client.get(session_url(session)).content.decode()
+    assert "2024-05-01 14:00:00 CEST" in page
+    assert "2024-05-01 14:00:01 CEST" in page  # ended, 1.25 s later
+    assert "2024-05-01 14:00:00 CEST" in admin_client.get(SESSIONS).content.decode()
+    assert "2024-05-01 14:00:00 CEST" in admin_client.get(MESSAGES).content.decode()
+    assert "2024-05-01 14:00:00 CEST" in admin_client.get(message_url(message)).content.decode()
+
+
+def test_the_session_page_needs_a_constant_number_of_queries(admin_client: Client) -> None:
+    small = recorded(messages=[sent_message()])
+    big = recorded(messages=[sent_message(), partly_refused_message()] * 5)
+
+    with CaptureQueriesContext(connection) as small_queries:
+        admin_client.get(session_url(small))
+    with CaptureQueriesContext(connection) as big_queries:
+        response = admin_client.get(session_url(big))
+
+    assert response.content.decode().count("nobody@example.net (550)") == 5
+    assert len(big_queries.captured_queries) == len(small_queries.captured_queries)
+
+
+def test_the_session_page_links_to_its_messages_in_the_message_list(admin_client: Client) -> None:
+    session = recorded()
+    other_session()
+
+    response = admin_client.get(session_url(session))
+
+    assert f"{MESSAGES}?session__id__exact={session.pk}" in response.content.decode()
+    found = listed(admin_client, MESSAGES, session__id__exact=str(session.pk))
+    assert sorted(m.subject for m in found) == ["Lunch?", "Quarterly report"]
+
+
+def test_a_long_transcript_is_cut_short_with_a_note(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sockmail_admin, "TRANSCRIPT_LINE_LIMIT", 5)
+    session = recorded()
+
+    response = admin_client.get(session_url(session))
+
+    content = response.content.decode()
+    assert len(transcript_rows(content)) == 5
+    assert f"{len(CONVERSATION) - 5} more lines not shown." in content
+
+
+def test_the_message_page_shows_recipients_and_the_session(admin_client: Client) -> None:
+    session = recorded()
+    message = session.messages.get(position=2)
+
+    response = admin_client.get(message_url(message))
+
+    content = response.content.decode()
+    assert 'id="recipients-group"' in content
+    assert "carol@example.net" in content
+    assert "nobody@example.net" in content
+    assert "5.1.1 &lt;nobody@example.net&gt;: Recipient address rejected" in content
+    assert f'<a href="{session_url(session)}">{html.escape(str(session))}</a>' in content
+    assert "&lt;lunch.2@example.org&gt;" in content
+    assert "DEF456" in content
+    assert '<pre class="sockmail-headers">From: alice@example.org' in content
+
+
+def test_the_message_list_shows_messages_with_their_session(admin_client: Client) -> None:
+    session = recorded()
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(MESSAGES)
+
+    content = response.content.decode()
+    assert "Quarterly report" in content
+    assert "Lunch?" in content
+    assert "admin/img/icon-alert.svg" in content  # the partly sent one
+    assert f'href="{session_url(session)}"' in content
+    # Each row's session comes joined in, not from a query of its own.
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert [s for s in sql if "sockmail_session" in s and "sockmail_message" not in s] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "nobody@example.net",  # a refused recipient
+        "bob@example.net",  # an accepted recipient
+        "<report.1@example.org>",  # Message-ID
+        "report.1@example.org",
+        "quarterly REPORT",  # subject, any case
+        "alice@example.org",  # envelope sender
+        "mail.example.com",  # host, exactly
+    ],
+)
+def test_session_search_finds_the_session(admin_client: Client, query: str) -> None:
+    session = recorded()
+    other_session()
+
+    assert listed(admin_client, SESSIONS, q=query) == [session]
+
+
+def test_session_search_matches_the_host_exactly(admin_client: Client) -> None:
+    recorded()
+
+    assert listed(admin_client, SESSIONS, q="mail.example") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "subject"),
+    [
+        ("nobody@example.net", "Lunch?"),
+        ("ABC123", "Quarterly report"),
+        ("<lunch.2@example.org>", "Lunch?"),
+        ("invoice", "Invoice"),
+        ("zed@example.com", "Invoice"),
+    ],
+)
+def test_message_search(admin_client: Client, query: str, subject: str) -> None:
+    recorded()
+    other_session()
+
+    found = listed(admin_client, MESSAGES, q=query)
+
+    assert [m.subject for m in found] == [subject]
+
+
+def test_session_filters(admin_client: Client) -> None:
+    ok = recorded()
+    failed = other_session()
+
+    assert listed(admin_client, SESSIONS, status__exact="failed") == [failed]
+    assert listed(admin_client, SESSIONS, status__exact="ok") == [ok]
+    assert listed(admin_client, SESSIONS, security__exact="starttls") == [ok]
+    day = STARTED.date()
+    assert listed(
+        admin_client,
+        SESSIONS,
+        started_at__gte=f"{day} 00:00:00+00:00",
+        started_at__lt=f"{day + timedelta(days=1)} 00:00:00+00:00",
+    ) == [ok]
+    assert listed(
+        admin_client,
+        SESSIONS,
+        started_at__year=str(day.year),
+        started_at__month=str(day.month),
+        started_at__day=str(day.day + 1),
+    ) == [failed]
+
+
+def test_message_filters(admin_client: Client) -> None:
+    recorded()
+    other_session()
+
+    partial = listed(admin_client, MESSAGES, status__exact="partial")
+    assert [m.subject for m in partial] == ["Lunch?"]
+    failed = listed(admin_client, MESSAGES, status__exact="failed")
+    assert [m.subject for m in failed] == ["Invoice"]
+    day = STARTED.date() + timedelta(days=1)
+    later = listed(
+        admin_client,
+        MESSAGES,
+        session__started_at__gte=f"{day} 00:00:00+00:00",
+        session__started_at__lt=f"{day + timedelta(days=1)} 00:00:00+00:00",
+    )
+    assert [m.subject for m in later] == ["Invoice"]
+
+
+@pytest.mark.parametrize("model", ["session", "message"])
+def test_nothing_can_be_added(admin_client: Client, model: str) -> None:
+    response = admin_client.get(reverse(f"admin:django_sockmail_{model}_add"))
+
+    assert response.status_code == 403
+
+
+def test_nothing_can_be_changed(admin_client: Client) -> None:
+    session = recorded()
+    message = session.messages.get(position=1)
+
+    page = admin_client.get(session_url(session))
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(session_url(session), {"host": "evil"}).status_code == 403
+    assert admin_client.post(message_url(message), {"subject": "evil"}).status_code == 403
+    session.refresh_from_db()
+    assert session.host == "mail.example.com"
+
+
+def test_a_superuser_can_delete_a_session_with_everything_in_it(admin_client: Client) -> None:
+    session = recorded()
+    url = reverse("admin:django_sockmail_session_delete", args=[session.pk])
+
+    response = admin_client.post(url, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Session.objects.exists()
+    assert not Message.objects.exists()
+
+
+@pytest.fixture
+def staff_client(client: Client, django_user_model: type[User]) -> Client:
+    """A staff user who may view sessions and messages, and holds every other
+    permission on them too: the admin still refuses to add, change or delete."""
+    user = django_user_model.objects.create_user(username="auditor", password="x", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="django_sockmail",
+            content_type__model__in=["session", "message"],
+        )
+    )
+    client.force_login(user)
+    return client
+
+
+def test_staff_may_view_but_not_delete(staff_client: Client) -> None:
+    session = recorded()
+    message = session.messages.get(position=2)
+
+    assert staff_client.get(session_url(session)).status_code == 200
+    response = staff_client.get(message_url(message))
+    assert response.status_code == 200
+    # Recipients show on the message page without a permission of their own.
+    assert 'id="recipients-group"' in response.content.decode()
+    assert "nobody@example.net" in response.content.decode()
+    delete = reverse("admin:django_sockmail_session_delete", args=[session.pk])
+    assert staff_client.post(delete, {"post": "yes"}).status_code == 403
+    assert Session.objects.exists()
+
+
+def test_server_text_is_escaped_everywhere(admin_client: Client) -> None:
+    outcome = MessageOutcome(
+        sender=HOSTILE,
+        recipients=[RecipientOutcome(HOSTILE, Reply(550, (HOSTILE,)))],
+        mail_reply=Reply(250, ("2.1.0 Ok",)),
+        final_reply=Reply(250, (f"Ok: queued as {HOSTILE}",)),
+        error=HOSTILE,
+    )
+    outcome.settle()
+    session = recorded(
+        host=HOSTILE,
+        error=HOSTILE,
+        lines=[Line(0.0, d, HOSTILE) for d in "CSD*"],
+        messages=[MessageRecord(outcome, message_id=HOSTILE, subject=HOSTILE, headers=HOSTILE)],
+        tls=None,
+    )
+    message = session.messages.get()
+
+    for url in (SESSIONS, MESSAGES, session_url(session), message_url(message)):
+        content = admin_client.get(url).content.decode()
+        assert "<script>alert" not in content, url
+        assert html.escape(HOSTILE) in content or HOSTILE.replace('"', "&quot;") in content, url
+
+    rows = transcript_rows(admin_client.get(session_url(session)).content.decode())
+    assert [text for _, _, _, text in rows] == [HOSTILE] * 4

@@ -1,0 +1,142 @@
+"""The example project, run the way a user runs it: ``manage.py`` in a subprocess."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MANAGE = ["example_project/manage.py"]
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # pytest-django exported tests.settings; the example project must use its own.
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["SOCKMAIL_DEMO_DB"] = str(tmp_path / "demo.sqlite3")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *MANAGE, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_check_passes(demo_env: dict[str, str]) -> None:
+    result = manage("check", env=demo_env)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_demo_sends_mail_and_prints_the_transcript(demo_env: dict[str, str]) -> None:
+    result = manage("sockmail_demo", "--no-serve", env=demo_env)
+    out = result.stdout
+    assert result.returncode == 0, f"{out}\n{result.stderr}"
+
+    # Every message reached the embedded server: 1 + 1 + 3 + 1, the last one only for
+    # its good recipient.
+    assert "The embedded server received 6 message(s)" in out
+    assert re.search(r"DEMO0006 for dave@example\.com$", out, re.M)
+    assert "DEMO0002 for bob@example.com, carol@example.com;" in out
+    # The per-recipient refusal, as the backend reports it on the message.
+    assert "sent 1, status partial, refused: nobody@nowhere.invalid (550 5.1.1 No such user)" in out
+
+    # The transcript, as recorded in the database.
+    assert re.search(r"^  S: 220 ", out, re.M)
+    assert re.search(r"^  C: EHLO ", out, re.M)
+    assert "C: MAIL FROM:<demo@example.com>" in out
+    assert "C: RCPT TO:<reader3@example.com>" in out
+    assert "S: 250 2.0.0 Ok: queued as DEMO0006" in out
+    assert "C: RCPT TO:<nobody@nowhere.invalid>" in out
+    assert "S: 550 5.1.1 No such user" in out
+    assert "C: QUIT" in out
+    # plain, cc + attachment, the batch over one connection, the refusal
+    assert len(re.findall(r"^Session \d+:", out, re.M)) == 4
+
+    assert "http://127.0.0.1:8000/admin/django_sockmail/session/" in out
+    assert "demo / demo" in out
+
+
+def test_demo_serves_the_admin_until_interrupted(demo_env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "demo.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, *MANAGE, "sockmail_demo", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=demo_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        login_page = _wait_for(opener, f"{base}/admin/login/", process)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page)
+        assert token, login_page
+        form = urllib.parse.urlencode(
+            {
+                "csrfmiddlewaretoken": token.group(1),
+                "username": "demo",
+                "password": "demo",
+                "next": "/admin/django_sockmail/session/",
+            }
+        ).encode()
+        with opener.open(f"{base}/admin/login/", data=form, timeout=10) as response:
+            assert response.url == f"{base}/admin/django_sockmail/session/"
+            changelist = response.read().decode()
+        assert "4 SMTP sessions" in changelist
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        print(log.read())
+        log.close()
+
+
+def _wait_for(
+    opener: urllib.request.OpenerDirector, url: str, process: subprocess.Popen[str]
+) -> str:
+    """The page at ``url`` once the development server answers (the demo mails first)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, "the demo exited before serving"
+        try:
+            with opener.open(url, timeout=5) as response:
+                return str(response.read().decode())
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,459 @@
+"""recorder.record(): a finished Transcript becomes Session, Message, Recipient and
+TranscriptLine rows, in one transaction, in a fixed number of queries, never raising."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
+from pytest_django import DjangoAssertNumQueries, Settings
+
+from django_sockmail.models import Message, Recipient, Session, TranscriptLine
+from django_sockmail.recorder import record
+from django_sockmail.smtp import results
+from django_sockmail.smtp.events import TLSInfo
+from django_sockmail.smtp.replies import Reply
+from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
+from django_sockmail.transcript import FAILED, Line, MessageRecord, Transcript
+
+pytestmark = pytest.mark.django_db
+
+STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+# (direction, text) as the client driver would have reported them: the AUTH line is
+# already redacted, the content is the header block plus its size.
+CONVERSATION = [
+    ("*", "connecting to mail.example.com port 587"),
+    ("*", "connected to 192.0.2.10:587 from 198.51.100.7:53422"),
+    ("S", "220 mail.example.com ESMTP Postfix"),
+    ("C", "EHLO client.example.org"),
+    ("S", "250-mail.example.com"),
+    ("S", "250-STARTTLS"),
+    ("S", "250 AUTH PLAIN LOGIN"),
+    ("C", "STARTTLS"),
+    ("S", "220 2.0.0 Ready to start TLS"),
+    ("*", "TLS established: TLSv1.3 TLS_AES_256_GCM_SHA384"),
+    ("C", "EHLO client.example.org"),
+    ("S", "250-mail.example.com"),
+    ("S", "250 AUTH PLAIN LOGIN"),
+    ("C", "AUTH PLAIN [credentials redacted]"),
+    ("S", "235 2.7.0 Authentication successful"),
+    ("C", "MAIL FROM:<alice@example.org> SIZE=321"),
+    ("S", "250 2.1.0 Ok"),
+    ("C", "RCPT TO:<bob@example.net>"),
+    ("S", "250 2.1.5 Ok"),
+    ("C", "DATA"),
+    ("S", "354 End data with <CR><LF>.<CR><LF>"),
+    (
+        "D",
+        "From: alice@example.org\nTo: bob@example.net\nSubject: Quarterly report\n"
+        "Message-ID: <report.1@example.org>\n\n[message content: 321 bytes]",
+    ),
+    ("S", "250 2.0.0 Ok: queued as ABC123"),
+    ("C", "MAIL FROM:<alice@example.org> SIZE=222"),
+    ("S", "250 2.1.0 Ok"),
+    ("C", "RCPT TO:<carol@example.net>"),
+    ("S", "250 2.1.5 Ok"),
+    ("C", "RCPT TO:<nobody@example.net>"),
+    ("S", "550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown"),
+    ("C", "DATA"),
+    ("S", "354 End data with <CR><LF>.<CR><LF>"),
+    (
+        "D",
+        "From: alice@example.org\nTo: carol@example.net, nobody@example.net\n"
+        "Subject: Lunch?\nMessage-ID: <lunch.2@example.org>\n\n[message content: 222 bytes]",
+    ),
+    ("S", "250 2.0.0 Ok: queued as DEF456"),
+    ("C", "QUIT"),
+    ("S", "221 2.0.0 Bye"),
+    ("*", "connection closed"),
+]
+
+
+def reply(code: int, *lines: str) -> Reply:
+    return Reply(code, lines)
+
+
+def sent_message() -> MessageRecord:
+    outcome = MessageOutcome(
+        sender="alice@example.org",
+        recipients=[RecipientOutcome("bob@example.net", reply(250, "2.1.5 Ok"))],
+        mail_reply=reply(250, "2.1.0 Ok"),
+        final_reply=reply(250, "2.0.0 Ok: queued as ABC123"),
+        size=321,
+    )
+    outcome.settle()
+    return MessageRecord(
+        outcome,
+        message_id="<report.1@example.org>",
+        subject="Quarterly report",
+        headers="From: alice@example.org\nTo: bob@example.net\nSubject: Quarterly report",
+    )
+
+
+def partly_refused_message() -> MessageRecord:
+    outcome = MessageOutcome(
+        sender="alice@example.org",
+        recipients=[
+            RecipientOutcome("carol@example.net", reply(250, "2.1.5 Ok")),
+            RecipientOutcome(
+                "nobody@example.net",
+                reply(550, "5.1.1 <nobody@example.net>: Recipient address rejected"),
+            ),
+        ],
+        mail_reply=reply(250, "2.1.0 Ok"),
+        final_reply=reply(250, "2.0.0 Ok: queued as DEF456"),
+        size=222,
+    )
+    outcome.settle()
+    return MessageRecord(
+        outcome,
+        message_id="<lunch.2@example.org>",
+        subject="Lunch?",
+        headers="From: alice@example.org\nTo: carol@example.net, nobody@example.net",
+    )
+
+
+def make_transcript(**overrides: object) -> Transcript:
+    """A STARTTLS session in which two messages were sent, one with a refused recipient."""
+    transcript = Transcript(
+        host="mail.example.com",
+        port=587,
+        security="starttls",
+        started_at=STARTED,
+        ended_at=STARTED + timedelta(seconds=1.25),
+        peer_address="192.0.2.10:587",
+        local_address="198.51.100.7:53422",
+        tls=TLSInfo(
+            version="TLSv1.3",
+            cipher="TLS_AES_256_GCM_SHA384",
+            peer_subject="CN=mail.example.com",
+            peer_issuer="CN=Example CA,O=Example",
+            peer_not_before="Jan  1 00:00:00 2024 GMT",
+            peer_not_after="Jan  1 00:00:00 2025 GMT",
+            peer_fingerprint_sha256="ab" * 32,
+        ),
+        lines=[Line(i * 0.0125, d, text) for i, (d, text) in enumerate(CONVERSATION)],
+        messages=[sent_message(), partly_refused_message()],
+    )
+    for name, value in overrides.items():
+        setattr(transcript, name, value)
+    return transcript
+
+
+def test_record_writes_the_session() -> None:
+    session = record(make_transcript())
+
+    assert session is not None
+    stored = Session.objects.get()
+    assert stored.pk == session.pk
+    assert (stored.host, stored.port, stored.security) == ("mail.example.com", 587, "starttls")
+    assert (stored.peer_address, stored.local_address) == ("192.0.2.10:587", "198.51.100.7:53422")
+    assert stored.started_at == STARTED
+    assert stored.ended_at == STARTED + timedelta(seconds=1.25)
+    assert stored.duration == timedelta(seconds=1.25)
+    assert (stored.status, stored.error) == ("ok", "")
+    assert (stored.tls_version, stored.tls_cipher) == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    assert stored.tls_peer_subject == "CN=mail.example.com"
+    assert stored.tls_peer_issuer == "CN=Example CA,O=Example"
+    assert stored.tls_peer_not_before == "Jan  1 00:00:00 2024 GMT"
+    assert stored.tls_peer_not_after == "Jan  1 00:00:00 2025 GMT"
+    assert stored.tls_peer_fingerprint == "ab" * 32
+
+
+def test_a_session_without_tls_stores_blank_tls_fields() -> None:
+    session = record(make_transcript(tls=None, security="none", port=25))
+
+    assert session is not None
+    stored = Session.objects.get()
+    assert stored.security == "none"
+    assert [
+        stored.tls_version,
+        stored.tls_cipher,
+        stored.tls_peer_subject,
+        stored.tls_peer_issuer,
+        stored.tls_peer_not_before,
+        stored.tls_peer_not_after,
+        stored.tls_peer_fingerprint,
+    ] == [""] * 7
+
+
+def test_a_failed_session_keeps_its_error() -> None:
+    session = record(
+        make_transcript(status=FAILED, error="SMTPServerDisconnected: lost", ended_at=None)
+    )
+
+    assert session is not None
+    stored = Session.objects.get()
+    assert (stored.status, stored.error) == ("failed", "SMTPServerDisconnected: lost")
+    assert stored.ended_at is None
+    assert stored.duration is None
+
+
+def test_counters_count_messages_and_the_ones_the_server_took() -> None:
+    refused = MessageOutcome(
+        sender="alice@example.org",
+        recipients=[RecipientOutcome("dave@example.net", reply(250, "2.1.5 Ok"))],
+        mail_reply=reply(250, "2.1.0 Ok"),
+        data_reply=reply(554, "5.3.4 Message too big"),
+    )
+    refused.settle()
+    transcript = make_transcript()
+    transcript.messages.append(MessageRecord(refused, subject="Too big"))
+
+    record(transcript)
+
+    stored = Session.objects.get()
+    assert stored.message_count == 3
+    assert stored.sent_count == 2  # sent and partly sent; not the refused one
+
+
+def test_lines_keep_their_order_direction_text_and_offset() -> None:
+    session = record(make_transcript())
+
+    assert session is not None
+    lines = list(TranscriptLine.objects.filter(session=session).order_by("seq"))
+    assert [(line.direction, line.text) for line in lines] == CONVERSATION
+    assert [line.seq for line in lines] == list(range(1, len(CONVERSATION) + 1))
+    assert [line.offset_ms for line in lines] == pytest.approx(
+        [i * 12.5 for i in range(len(CONVERSATION))]
+    )
+    assert "AUTH PLAIN [credentials redacted]" in [line.text for line in lines]
+
+
+def test_messages_and_recipients_are_stored_in_order() -> None:
+    session = record(make_transcript())
+
+    assert session is not None
+    first, second = Message.objects.filter(session=session).order_by("position")
+    assert first.position == 1
+    assert first.envelope_from == "alice@example.org"
+    assert first.message_id == "<report.1@example.org>"
+    assert first.subject == "Quarterly report"
+    assert first.headers.startswith("From: alice@example.org\nTo: bob@example.net")
+    assert first.size == 321
+    assert first.status == Message.Status.SENT
+    assert (first.reply_code, first.reply_text) == (250, "2.0.0 Ok: queued as ABC123")
+    assert first.enhanced_status == "2.0.0"
+    assert first.queue_id == "ABC123"
+    assert first.error == ""
+    assert first.recipient_count == 1
+    assert [(r.address, r.accepted, r.reply_code) for r in first.recipients.all()] == [
+        ("bob@example.net", True, 250)
+    ]
+
+    assert second.position == 2
+    assert second.status == Message.Status.PARTIAL
+    assert second.queue_id == "DEF456"
+    assert second.recipient_count == 2
+    carol, nobody = second.recipients.all()
+    assert (carol.address, carol.accepted, carol.reply_code) == ("carol@example.net", True, 250)
+    assert (nobody.address, nobody.accepted, nobody.reply_code) == (
+        "nobody@example.net",
+        False,
+        550,
+    )
+    assert nobody.enhanced_status == "5.1.1"
+    assert nobody.reply_text == "5.1.1 <nobody@example.net>: Recipient address rejected"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected_reply"),
+    [
+        pytest.param(
+            MessageOutcome(
+                sender="a@example.org",
+                recipients=[RecipientOutcome("b@example.net", reply(250, "2.1.5 Ok"))],
+                mail_reply=reply(250, "2.1.0 Ok"),
+                data_reply=reply(554, "5.3.4 Message too big"),
+                error="refused DATA",
+            ),
+            (554, "5.3.4 Message too big", "5.3.4"),
+            id="DATA refused",
+        ),
+        pytest.param(
+            MessageOutcome(
+                sender="a@example.org",
+                recipients=[RecipientOutcome("b@example.net")],
+                mail_reply=reply(553, "5.7.1 Sender address rejected"),
+                error="refused MAIL",
+            ),
+            (553, "5.7.1 Sender address rejected", "5.7.1"),
+            id="MAIL refused",
+        ),
+        pytest.param(
+            MessageOutcome(
+                sender="a@example.org",
+                recipients=[RecipientOutcome("b@example.net", reply(550, "5.1.1 No such user"))],
+                mail_reply=reply(250, "2.1.0 Ok"),
+                error="all recipients refused",
+            ),
+            (None, "", ""),
+            id="every RCPT refused",
+        ),
+    ],
+)
+def test_a_failed_message_keeps_the_reply_that_failed_it(
+    outcome: MessageOutcome, expected_reply: tuple[int | None, str, str]
+) -> None:
+    outcome.settle()
+    session = record(make_transcript(messages=[MessageRecord(outcome)]))
+
+    assert session is not None
+    message = Message.objects.get()
+    assert message.status == Message.Status.FAILED
+    assert (message.reply_code, message.reply_text, message.enhanced_status) == expected_reply
+    assert message.error == outcome.error
+    assert message.queue_id == ""
+
+
+def test_a_message_never_offered_has_no_reply() -> None:
+    outcome = MessageOutcome(sender="", recipients=[RecipientOutcome("b@example.net")])
+    session = record(make_transcript(messages=[MessageRecord(outcome)]))
+
+    assert session is not None
+    message = Message.objects.get()
+    assert message.status == results.NOT_SENT == Message.Status.NOT_SENT
+    assert message.envelope_from == ""
+    assert message.reply_code is None
+    recipient = Recipient.objects.get()
+    assert (recipient.reply_code, recipient.accepted) == (None, False)
+
+
+def test_the_number_of_queries_does_not_grow_with_the_session(
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    small = make_transcript(messages=[sent_message()])
+    small.lines = small.lines[:3]
+    big = make_transcript(messages=[sent_message(), partly_refused_message()] * 5)
+    big.lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(30)]
+
+    with CaptureQueriesContext(connection) as small_queries:
+        assert record(small) is not None
+    with django_assert_num_queries(len(small_queries.captured_queries)):
+        session = record(big)
+
+    assert session is not None
+    assert session.lines.count() == 30
+    assert session.messages.count() == 10
+    assert Recipient.objects.filter(message__session=session).count() == 15
+
+
+def test_a_database_error_is_logged_and_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr(TranscriptLine.objects, "bulk_create", fail)
+
+    with caplog.at_level(logging.ERROR, logger="django_sockmail"):
+        assert record(make_transcript()) is None
+
+    (log,) = [r for r in caplog.records if r.name == "django_sockmail"]
+    assert log.levelno == logging.ERROR
+    assert "mail.example.com" in log.getMessage()
+    assert log.exc_info is not None
+    assert isinstance(log.exc_info[1], DatabaseError)
+    # The session and messages written before the failure were rolled back with it.
+    assert not Session.objects.exists()
+    assert not Message.objects.exists()
+
+
+def test_any_error_while_recording_is_logged_and_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(Message.objects, "bulk_create", fail)
+
+    with caplog.at_level(logging.ERROR, logger="django_sockmail"):
+        assert record(make_transcript()) is None
+
+    (log,) = [r for r in caplog.records if r.name == "django_sockmail"]
+    assert log.exc_info is not None
+    assert isinstance(log.exc_info[1], RuntimeError)
+    assert not Session.objects.exists()
+
+
+def test_a_write_the_database_refuses_half_way_leaves_nothing_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No real server sends a negative code; here it makes the database itself refuse
+    # the recipient rows (a CHECK constraint) after the session and messages went in.
+    bad = MessageOutcome(
+        sender="a@example.org", recipients=[RecipientOutcome("b@example.net", reply(-1, "?"))]
+    )
+    transcript = make_transcript(messages=[sent_message(), MessageRecord(bad)])
+
+    with caplog.at_level(logging.ERROR, logger="django_sockmail"):
+        assert record(transcript) is None
+
+    assert any(r.name == "django_sockmail" and r.exc_info for r in caplog.records)
+    # Only the recorder's savepoint was rolled back: the caller's transaction still works.
+    assert Session.objects.count() == 0
+    assert Message.objects.count() == 0
+    assert record(make_transcript()) is not None
+
+
+def test_hostile_text_is_made_storable() -> None:
+    long_queue_id = "Q" * 1000
+    outcome = MessageOutcome(
+        sender="a@example.org",
+        recipients=[RecipientOutcome("b@example.net", reply(250, "2.1.5 Ok\x00"))],
+        mail_reply=reply(250, "2.1.0 Ok"),
+        final_reply=reply(250, f"2.0.0 Ok: queued as {long_queue_id}"),
+    )
+    outcome.settle()
+    transcript = make_transcript(
+        messages=[MessageRecord(outcome, subject="x" * 5000)],
+        lines=[Line(0.0, "S", "220 evil\x00server")],
+        tls=TLSInfo(version="TLSv1.3" * 20, cipher="c"),
+    )
+
+    session = record(transcript)
+
+    assert session is not None
+    message = Message.objects.get()
+    queue_id_length = Message._meta.get_field("queue_id").max_length
+    subject_length = Message._meta.get_field("subject").max_length
+    assert queue_id_length is not None and subject_length is not None
+    assert message.queue_id == long_queue_id[:queue_id_length]
+    assert message.subject == "x" * subject_length
+    assert Session.objects.get().tls_version == ("TLSv1.3" * 20)[:32]
+    assert "\x00" not in TranscriptLine.objects.get().text
+    assert TranscriptLine.objects.get().text == "220 evil\ufffdserver"
+    assert Recipient.objects.get().reply_text == "2.1.5 Ok\ufffd"
+
+
+def test_a_project_without_time_zones_gets_naive_times(settings: Settings) -> None:
+    settings.USE_TZ = False
+    settings.TIME_ZONE = "UTC"
+
+    session = record(make_transcript())
+
+    assert session is not None
+    stored = Session.objects.get()
+    assert stored.started_at == STARTED.replace(tzinfo=None)
+
+
+def test_models_describe_themselves(settings: Settings) -> None:
+    settings.TIME_ZONE = "Europe/Berlin"
+    session = record(make_transcript(host="2001:db8::25"))
+
+    assert session is not None
+    stored = Session.objects.get()
+    assert stored.endpoint == "[2001:db8::25]:587"
+    assert str(stored) == "[2001:db8::25]:587 at 2024-05-01 14:00:00 CEST (ok)"
+    message = stored.messages.get(position=2)
+    assert str(message) == "Lunch? from <alice@example.org> (partly sent)"
+    assert message.reply == "250 2.0.0 Ok: queued as DEF456"
+    assert [str(r) for r in message.recipients.all()] == [
+        "carol@example.net (accepted)",
+        "nobody@example.net (refused)",
+    ]
+    assert str(stored.lines.first()) == "*: connecting to mail.example.com port 587"
