@@ -87,7 +87,7 @@ class EmailBackend(BaseEmailBackend):
                 )
             self.host = host
             self.port = port or (465 if self.use_ssl else 587 if self.use_tls else 25)
-            self.username, self.password = username, password
+            self.username, self.password = username or "", password or ""
             self.timeout = timeout
             self.ssl_keyfile, self.ssl_certfile = ssl_keyfile, ssl_certfile
         self.connection: SMTPClient | None = None
@@ -148,27 +148,36 @@ class EmailBackend(BaseEmailBackend):
         for message, envelope in batch:
             message.sockmail_outcome = new_outcome(envelope, b"")  # type: ignore[attr-defined]
         with self._lock:
-            opened = self.open()
-            if self.connection is None or opened is None:
-                return 0
             sent: list[EmailMessage] = []
             try:
-                for message, envelope in batch:
-                    try:
-                        if self._send(message, envelope):
-                            sent.append(message)
-                    except SMTPError as exc:
-                        if self.fail_silently and self.connection is not None:
-                            continue  # like Django's backend: on to the next message
-                        exc.sent_messages = sent
-                        exc.unsent_messages = [m for m, _ in batch if m not in sent]
-                        if not self.fail_silently:
-                            raise
-                        break
-            finally:
-                if opened or self.connection is None:
-                    self.close()
-            return len(sent)
+                return self._send_batch(batch, sent)
+            except SMTPError as exc:
+                # Say exactly which messages the server took, so a retry sends no duplicate.
+                taken = {id(m) for m in sent}
+                exc.sent_messages = sent
+                exc.unsent_messages = [m for m, _ in batch if id(m) not in taken]
+                raise
+
+    def _send_batch(
+        self, batch: list[tuple[EmailMessage, Envelope]], sent: list[EmailMessage]
+    ) -> int:
+        opened = self.open()
+        if self.connection is None or opened is None:
+            return 0
+        try:
+            for message, envelope in batch:
+                try:
+                    if self._send(message, envelope):
+                        sent.append(message)
+                except SMTPError:
+                    if not self.fail_silently:
+                        raise
+                    if self.connection is None:
+                        break  # the session is gone: the rest stay unsent
+        finally:
+            if opened or self.connection is None:
+                self.close()
+        return len(sent)
 
     def _send(self, message: EmailMessage, envelope: Envelope) -> bool:
         """One message; True when the server accepted it. Raises on refusal."""

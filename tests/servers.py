@@ -71,7 +71,8 @@ def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
     ok = isinstance(auth_data, LoginPassword) and (
         USERS.get(auth_data.login.decode()) == auth_data.password.decode()
     )
-    return AuthResult(success=ok)
+    # handled=False: aiosmtpd then answers a refusal itself (535) instead of staying silent.
+    return AuthResult(success=ok, handled=False)
 
 
 class SMTPServer:

@@ -22,14 +22,14 @@ BACKEND = "django_sockmail.backend.EmailBackend"
 
 
 def connection(server: SMTPServer, **kwargs: Any) -> EmailBackend:
-    backend: EmailBackend = get_connection(BACKEND, host=server.host, port=server.port, **kwargs)
+    backend = get_connection(BACKEND, host=server.host, port=server.port, **kwargs)
+    assert isinstance(backend, EmailBackend)
     return backend
 
 
 def parsed(content: bytes) -> email.message.EmailMessage:
-    message: email.message.EmailMessage = email.message_from_bytes(
-        content, policy=email.policy.default
-    )  # type: ignore[assignment]
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
     return message
 
 
