@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.mail import EmailMessage
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,11 +18,13 @@ from django.urls import reverse
 from pytest_django import Settings
 
 from django_sockmail import admin as sockmail_admin
+from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Message, Session
 from django_sockmail.recorder import record
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import FAILED, Line, MessageRecord
+from tests.servers import SMTPServer
 from tests.test_recorder import (
     CONVERSATION,
     STARTED,
@@ -425,3 +428,29 @@ def test_server_text_is_escaped_everywhere(admin_client: Client) -> None:
 
     rows = transcript_rows(admin_client.get(session_url(session)).content.decode())
     assert [text for _, _, _, text in rows] == [HOSTILE] * 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_logs_in_and_reads_a_real_session(client: Client, smtpd: SMTPServer) -> None:
+    """End to end: mail through the backend to aiosmtpd, then the admin, as a person."""
+    backend = EmailBackend(host=smtpd.host, port=smtpd.port, timeout=5)
+    EmailMessage(
+        "Read me", "body", "from@example.org", ["to@example.org"], connection=backend
+    ).send()
+    User.objects.create_superuser("auditor", "auditor@example.org", "s3cret-pass")
+
+    login = client.post(
+        reverse("admin:login"),
+        {"username": "auditor", "password": "s3cret-pass", "next": reverse("admin:index")},
+    )
+    assert login.status_code == 302 and login["Location"] == reverse("admin:index")
+
+    listing = client.get(reverse("admin:django_sockmail_session_changelist"))
+    assert listing.status_code == 200
+    session = Session.objects.get()
+    page = client.get(reverse("admin:django_sockmail_session_change", args=[session.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    for said in ("220 ", "EHLO", "MAIL FROM:&lt;from@example.org&gt;", "RCPT TO:", "354", "QUIT"):
+        assert said in html, said
+    assert "Read me" in html and "queued as Q1" in html
