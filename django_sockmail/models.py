@@ -77,7 +77,26 @@ class Session(models.Model):
         return self.ended_at - self.started_at
 
 
-class Message(models.Model):
+class ServerReply(models.Model):
+    """A server reply kept on a row: its code (empty when there was none), text and
+    RFC 3463 enhanced status code."""
+
+    reply_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    reply_text = models.TextField(blank=True)
+    enhanced_status = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def reply(self) -> str:
+        """The reply as one line of text."""
+        if self.reply_code is None:
+            return ""
+        return f"{self.reply_code} {self.reply_text}".rstrip()
+
+
+class Message(ServerReply):
     """One mail transaction (MAIL, RCPT…, content) within a session."""
 
     class Status(models.TextChoices):
@@ -96,9 +115,6 @@ class Message(models.Model):
     size = models.PositiveIntegerField(help_text="Bytes of content, as sent.", default=0)
     headers = models.TextField(blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, db_index=True)
-    reply_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    reply_text = models.TextField(blank=True)
-    enhanced_status = models.CharField(max_length=16, blank=True)
     queue_id = models.CharField("queue id", max_length=_ID_LENGTH, blank=True, db_index=True)
     error = models.TextField(blank=True)
     recipient_count = models.PositiveIntegerField("recipients", default=0)
@@ -116,24 +132,12 @@ class Message(models.Model):
         subject = self.subject or "(no subject)"
         return f"{subject} from <{self.envelope_from}> ({self.get_status_display()})"
 
-    @property
-    def reply(self) -> str:
-        """The server's verdict on the message, as one line of text."""
-        if self.reply_code is None:
-            return ""
-        return f"{self.reply_code} {self.reply_text}".rstrip()
 
-
-class Recipient(models.Model):
+class Recipient(ServerReply):
     """One envelope recipient of a message and the server's reply to its RCPT."""
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
     address = models.CharField(max_length=_ADDRESS_LENGTH, db_index=True)
-    reply_code = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Empty when the recipient was never offered."
-    )
-    reply_text = models.TextField(blank=True)
-    enhanced_status = models.CharField(max_length=16, blank=True)
     accepted = models.BooleanField(default=False)
 
     class Meta:
@@ -144,12 +148,6 @@ class Recipient(models.Model):
         if self.reply_code is None:
             verdict = "not offered"
         return f"{self.address} ({verdict})"
-
-    @property
-    def reply(self) -> str:
-        if self.reply_code is None:
-            return ""
-        return f"{self.reply_code} {self.reply_text}".rstrip()
 
 
 class TranscriptLine(models.Model):

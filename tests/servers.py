@@ -9,10 +9,28 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from django.core.mail import get_connection
+
+from django_sockmail.backend import EmailBackend
+
+
+class Address(Protocol):
+    host: str
+    port: int
+
+
+def backend_for(server: Address, **kwargs: Any) -> EmailBackend:
+    """Our backend pointed at a test server, as ``get_connection()`` makes it."""
+    kwargs.setdefault("timeout", 5)  # a server that never answers fails the test, not hangs it
+    backend = get_connection(
+        "django_sockmail.backend.EmailBackend", host=server.host, port=server.port, **kwargs
+    )
+    assert isinstance(backend, EmailBackend)
+    return backend
 
 
 def free_port() -> int:

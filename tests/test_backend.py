@@ -9,22 +9,16 @@ from typing import Any
 
 import pytest
 from django.core import mail
-from django.core.mail import EmailMessage, get_connection, send_mail
+from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
 from django_sockmail.backend import EmailBackend, render
 from django_sockmail.models import Session
-from tests.servers import SMTPServer
+from tests.servers import SMTPServer, backend_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BACKEND = "django_sockmail.backend.EmailBackend"
-
-
-def connection(server: SMTPServer, **kwargs: Any) -> EmailBackend:
-    backend = get_connection(BACKEND, host=server.host, port=server.port, **kwargs)
-    assert isinstance(backend, EmailBackend)
-    return backend
 
 
 def parsed(content: bytes) -> email.message.EmailMessage:
@@ -52,7 +46,7 @@ def test_the_server_receives_exactly_the_bytes_django_renders(smtpd: SMTPServer)
     message = EmailMessage(
         "Grüße", "Zeile 1\n.Zeile 2\nÄÖÜ", "from@example.org", ["to@example.org"], headers=fixed
     )
-    assert connection(smtpd).send_messages([message]) == 1
+    assert backend_for(smtpd).send_messages([message]) == 1
     _, rendered = render(message)  # what Django's own backend would hand to smtplib
     # Byte for byte what Django renders, plus the line ending the data needs last.
     assert smtpd.messages[0].content == rendered + b"\r\n"
@@ -68,7 +62,7 @@ def test_email_message_with_cc_bcc_and_attachment(smtpd: SMTPServer) -> None:
         bcc=["c@example.org"],
     )
     message.attach("report.csv", "a,b\n1,2\n", "text/csv")
-    assert connection(smtpd).send_messages([message]) == 1
+    assert backend_for(smtpd).send_messages([message]) == 1
     [received] = smtpd.messages
     assert received.mail_from == "from@example.org"
     assert received.rcpt_tos == ["a@example.org", "b@example.org", "c@example.org"]
@@ -82,7 +76,7 @@ def test_fifty_messages_over_one_opened_connection_use_one_session(smtpd: SMTPSe
     messages = [
         EmailMessage(f"n{i}", "body", "from@example.org", [f"to{i}@example.org"]) for i in range(50)
     ]
-    with connection(smtpd) as backend:
+    with backend_for(smtpd) as backend:
         assert backend.send_messages(messages[:25]) == 25
         assert backend.send_messages(messages[25:]) == 25
     assert len(smtpd.messages) == 50
@@ -99,7 +93,7 @@ def test_body_line_endings_cannot_end_the_data_early(smtpd: SMTPServer) -> None:
     body = "a\nb\rc\n.\nd\r\n.\r\ne\n..f\n.g\r.h\n."
     message = EmailMessage("dots", body, "from@example.org", ["to@example.org"])
     message.encoding = "us-ascii"
-    assert connection(smtpd).send_messages([message]) == 1
+    assert backend_for(smtpd).send_messages([message]) == 1
     [received] = smtpd.messages  # exactly one message, nothing smuggled after it
     text = parsed(received.content).get_content()
     # Every bare CR and LF became a line break; every line and dot is intact.
@@ -133,7 +127,7 @@ def test_bytes_body_with_bare_line_endings_is_one_message(scripted: Any) -> None
 
 def test_one_refused_recipient_does_not_stop_the_others(smtpd: SMTPServer) -> None:
     message = EmailMessage("s", "b", "from@example.org", ["ok@example.org", "x@refused.test"])
-    assert connection(smtpd).send_messages([message]) == 1
+    assert backend_for(smtpd).send_messages([message]) == 1
     assert smtpd.messages[0].rcpt_tos == ["ok@example.org"]
     outcome = message.sockmail_outcome  # type: ignore[attr-defined]
     assert outcome.status == "partial"
@@ -147,7 +141,7 @@ def test_invalid_address_raises_value_error_before_anything_is_sent(smtpd: SMTPS
     good = EmailMessage("s", "b", "from@example.org", ["ok@example.org"])
     bad = EmailMessage("s", "b", "from@example.org", ["x@y.org> NOTIFY=SUCCESS"])
     with pytest.raises(ValueError):
-        connection(smtpd).send_messages([good, bad])
+        backend_for(smtpd).send_messages([good, bad])
     assert smtpd.messages == []
     assert Session.objects.count() == 0  # no connection was even made
 
@@ -155,13 +149,13 @@ def test_invalid_address_raises_value_error_before_anything_is_sent(smtpd: SMTPS
 def test_message_without_recipients_is_skipped(smtpd: SMTPServer) -> None:
     empty = EmailMessage("s", "b", "from@example.org", [])
     full = EmailMessage("s", "b", "from@example.org", ["to@example.org"])
-    assert connection(smtpd).send_messages([empty, full]) == 1
+    assert backend_for(smtpd).send_messages([empty, full]) == 1
     assert len(smtpd.messages) == 1
-    assert connection(smtpd).send_messages([]) == 0
+    assert backend_for(smtpd).send_messages([]) == 0
 
 
 def test_open_and_close_return_values(smtpd: SMTPServer) -> None:
-    backend = connection(smtpd)
+    backend = backend_for(smtpd)
     assert backend.open() is True
     assert backend.open() is False
     backend.close()
@@ -176,7 +170,7 @@ def test_open_failing_silently_returns_none() -> None:
 
 
 def test_close_never_raises_on_a_dead_connection(smtpd: SMTPServer) -> None:
-    backend = connection(smtpd)
+    backend = backend_for(smtpd)
     backend.open()
     smtpd.stop()
     backend.close()
@@ -184,7 +178,7 @@ def test_close_never_raises_on_a_dead_connection(smtpd: SMTPServer) -> None:
 
 
 def test_a_connection_the_caller_opened_stays_open(smtpd: SMTPServer) -> None:
-    backend = connection(smtpd)
+    backend = backend_for(smtpd)
     backend.open()
     message = EmailMessage("s", "b", "from@example.org", ["to@example.org"])
     backend.send_messages([message])
@@ -195,14 +189,14 @@ def test_a_connection_the_caller_opened_stays_open(smtpd: SMTPServer) -> None:
 
 
 def test_a_connection_it_opened_itself_is_closed(smtpd: SMTPServer) -> None:
-    backend = connection(smtpd)
+    backend = backend_for(smtpd)
     backend.send_messages([EmailMessage("s", "b", "from@example.org", ["to@example.org"])])
     assert backend.connection is None
     assert Session.objects.get().lines.last().text == "connection closed"  # type: ignore[union-attr]
 
 
 def test_thread_safe_on_one_shared_connection(smtpd: SMTPServer) -> None:
-    backend = connection(smtpd)
+    backend = backend_for(smtpd)
     backend.open()
 
     def send(n: int) -> None:
@@ -253,13 +247,13 @@ def test_tls_and_ssl_together_is_a_value_error() -> None:
 
 def test_outbox_backend_is_not_involved(smtpd: SMTPServer) -> None:
     # pytest-django swaps EMAIL_BACKEND for locmem; an explicit connection bypasses it.
-    connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@example.org"])])
+    backend_for(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@example.org"])])
     assert mail.outbox == [] and len(smtpd.messages) == 1
 
 
 def test_idna_domains_and_utf8_local_parts_in_the_envelope(smtpd: SMTPServer) -> None:
     message = EmailMessage("s", "b", "from@bücher.de", ["jörg@example.org", "x@münchen.de"])
-    assert connection(smtpd).send_messages([message]) == 1
+    assert backend_for(smtpd).send_messages([message]) == 1
     [received] = smtpd.messages
     assert received.mail_from == "from@xn--bcher-kva.de"
     assert received.rcpt_tos == ["jörg@example.org", "x@xn--mnchen-3ya.de"]
@@ -268,11 +262,11 @@ def test_idna_domains_and_utf8_local_parts_in_the_envelope(smtpd: SMTPServer) ->
 
 def test_ehlo_name_from_settings(smtpd: SMTPServer) -> None:
     with override_settings(SOCKMAIL={"LOCAL_HOSTNAME": "app.example.org"}):
-        connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
+        backend_for(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
     assert smtpd.handler.ehlo_names == ["app.example.org"]
 
 
 def test_recording_can_be_turned_off(smtpd: SMTPServer) -> None:
     with override_settings(SOCKMAIL={"RECORD_SESSIONS": False}):
-        connection(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
+        backend_for(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
     assert len(smtpd.messages) == 1 and Session.objects.count() == 0

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from django.core.mail import EmailMessage, get_connection, send_mail
+from django.core.mail import EmailMessage, send_mail
 
-from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Message, Recipient, Session
 from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.servers import (
@@ -24,13 +23,13 @@ from tests.servers import (
     Script,
     ScriptedServer,
     SMTPServer,
+    backend_for,
     free_port,
     note_mail_from,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BACKEND = "django_sockmail.backend.EmailBackend"
 MakeServer = Callable[..., SMTPServer]
 Scripted = Callable[[Script], ScriptedServer]
 SENDER = "from@example.com"
@@ -44,20 +43,13 @@ class Target:
     server: SMTPServer | None = None
 
 
-def connection(target: Target, **kwargs: Any) -> EmailBackend:
-    kwargs.setdefault("timeout", 5)  # a server that never answers fails the test, not hangs it
-    backend = get_connection(BACKEND, host=target.host, port=target.port, **kwargs)
-    assert isinstance(backend, EmailBackend)
-    return backend
-
-
 def send(target: Target, recipients: list[str] | None = None, **kwargs: Any) -> int:
     return send_mail(
         "Subject",
         "Body",
         SENDER,
         recipients or ["to@example.com"],
-        connection=connection(target, **kwargs),
+        connection=backend_for(target, **kwargs),
     )
 
 
@@ -264,7 +256,7 @@ def test_every_recipient_refused(smtpd: SMTPServer) -> None:
 def test_some_recipients_refused_delivers_to_the_rest(smtpd: SMTPServer) -> None:
     message = EmailMessage("Subject", "Body", SENDER, ["ok@example.com", "nobody@refused.test"])
 
-    assert connection(smtpd_target(smtpd)).send_messages([message]) == 1
+    assert backend_for(smtpd_target(smtpd)).send_messages([message]) == 1
 
     [received] = smtpd.messages
     assert received.rcpt_tos == ["ok@example.com"]
@@ -413,7 +405,7 @@ def test_a_batch_stopped_by_a_refusal_says_what_was_and_was_not_sent(
     messages = [EmailMessage(f"Message {n}", "Body", SENDER, ["to@example.com"]) for n in (1, 2, 3)]
 
     with pytest.raises(smtplib.SMTPDataError) as excinfo:
-        connection(target).send_messages(messages)
+        backend_for(target).send_messages(messages)
 
     error: Any = excinfo.value
     assert error.smtp_code == 554
@@ -433,7 +425,7 @@ def test_a_batch_with_fail_silently_goes_on_after_a_refusal(script: Callable[...
     target = script(DATA=[b"354 go ahead\r\n", b"554 5.7.1 Not this one\r\n", b"354 go ahead\r\n"])
     messages = [EmailMessage(f"Message {n}", "Body", SENDER, ["to@example.com"]) for n in (1, 2, 3)]
 
-    assert connection(target, fail_silently=True).send_messages(messages) == 2
+    assert backend_for(target, fail_silently=True).send_messages(messages) == 2
 
     statuses = [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
     assert statuses == ["sent", "failed", "sent"]
@@ -445,7 +437,7 @@ def test_a_batch_that_never_got_a_session_has_every_message_unsent() -> None:
     messages = [EmailMessage(f"Message {n}", "Body", SENDER, ["to@example.com"]) for n in (1, 2)]
 
     with pytest.raises(smtplib.SMTPConnectError) as excinfo:
-        connection(target).send_messages(messages)
+        backend_for(target).send_messages(messages)
 
     error: Any = excinfo.value
     assert list(error.sent_messages) == []

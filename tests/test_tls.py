@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 import trustme
-from django.core.mail import EmailMessage, get_connection, send_mail
+from django.core.mail import EmailMessage, send_mail
 
-from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.servers import (
@@ -23,23 +22,16 @@ from tests.servers import (
     Script,
     ScriptedServer,
     SMTPServer,
+    backend_for,
     note_mail_from,
     note_peer_certificates,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BACKEND = "django_sockmail.backend.EmailBackend"
 MakeServer = Callable[..., SMTPServer]
 Scripted = Callable[[Script], ScriptedServer]
 STARTTLS_EHLO = b"250-scripted.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n"
-
-
-def connection(server: SMTPServer | ScriptedServer, **kwargs: Any) -> EmailBackend:
-    kwargs.setdefault("timeout", 5)  # a server that never answers fails the test, not hangs it
-    backend = get_connection(BACKEND, host=server.host, port=server.port, **kwargs)
-    assert isinstance(backend, EmailBackend)
-    return backend
 
 
 def send(server: SMTPServer | ScriptedServer, **kwargs: Any) -> int:
@@ -48,7 +40,7 @@ def send(server: SMTPServer | ScriptedServer, **kwargs: Any) -> int:
         "Body",
         "from@example.com",
         ["to@example.com"],
-        connection=connection(server, **kwargs),
+        connection=backend_for(server, **kwargs),
     )
 
 
@@ -99,7 +91,7 @@ def test_starttls_delivers_the_exact_message_and_records_the_tls_session(
         headers=fixed,
     )
 
-    assert connection(server, use_tls=True).send_messages([message]) == 1
+    assert backend_for(server, use_tls=True).send_messages([message]) == 1
 
     [received] = server.messages
     assert received.mail_from == "from@example.com"

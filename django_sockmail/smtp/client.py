@@ -22,7 +22,7 @@ from .errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
-from .events import SessionListener, TLSInfo
+from .events import NullListener, SessionListener, TLSInfo
 from .replies import Reply, ReplyParser
 from .results import FAILED, MessageOutcome
 
@@ -35,19 +35,6 @@ RECV_SIZE = 65536
 def _fqdn() -> str:
     # getfqdn() may wait on DNS; like Django's DNS_NAME, ask once per process.
     return socket.getfqdn()
-
-
-class _Silent:
-    """A listener that ignores everything (when the caller keeps no transcript)."""
-
-    def on_connecting(self, host: str, port: int) -> None: ...
-    def on_connected(self, peer_address: str, local_address: str) -> None: ...
-    def on_command(self, text: str) -> None: ...
-    def on_reply(self, reply: Reply) -> None: ...
-    def on_content(self, content: bytes) -> None: ...
-    def on_tls(self, info: TLSInfo) -> None: ...
-    def on_closed(self) -> None: ...
-    def on_error(self, error: BaseException) -> None: ...
 
 
 def create_ssl_context(
@@ -119,7 +106,7 @@ class SMTPClient:
         self.ssl_context = ssl_context
         self.username = username
         self._password = password
-        self.listener: SessionListener = listener or _Silent()
+        self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
         self.messages_sent = 0
         self._sock: socket.socket | None = None

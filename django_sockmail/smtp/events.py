@@ -20,20 +20,36 @@ class TLSInfo:
 
 
 class SessionListener(Protocol):
-    """Receives every step of a session, in order. Command text is already redacted."""
+    """Receives every step of a session, in order. Command text is already redacted.
 
-    def on_connecting(self, host: str, port: int) -> None: ...
+    The methods do nothing by default, so a listener implements only what it needs.
+    """
 
-    def on_connected(self, peer_address: str, local_address: str) -> None: ...
+    def on_connecting(self, host: str, port: int) -> None:
+        return None
 
-    def on_command(self, text: str) -> None: ...
+    def on_connected(self, peer_address: str, local_address: str) -> None:
+        return None
 
-    def on_reply(self, reply: Reply) -> None: ...
+    def on_command(self, text: str) -> None:
+        return None
 
-    def on_content(self, content: bytes) -> None: ...
+    def on_reply(self, reply: Reply) -> None:
+        return None
 
-    def on_tls(self, info: TLSInfo) -> None: ...
+    def on_content(self, content: bytes) -> None:
+        """The message content was sent (CRLF-normalised, before dot-stuffing)."""
+        return None
 
-    def on_closed(self) -> None: ...
+    def on_tls(self, info: TLSInfo) -> None:
+        return None
 
-    def on_error(self, error: BaseException) -> None: ...
+    def on_closed(self) -> None:
+        return None
+
+    def on_error(self, error: BaseException) -> None:
+        return None
+
+
+class NullListener(SessionListener):
+    """Ignores everything: for a client whose caller keeps no transcript."""
