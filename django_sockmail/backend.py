@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from .conf import conf
-from .smtp.client import SMTPClient, create_ssl_context
+from .smtp.client import Security, SMTPClient, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
 from .smtp.errors import (
     SMTPDataError,
@@ -98,7 +98,7 @@ class EmailBackend(BaseEmailBackend):
         return f"<{type(self).__name__} {self.host}:{self.port} user={self.username!r}>"
 
     @property
-    def security(self) -> str:
+    def security(self) -> Security:
         return "ssl" if self.use_ssl else "starttls" if self.use_tls else "none"
 
     def open(self) -> bool | None:
@@ -107,21 +107,23 @@ class EmailBackend(BaseEmailBackend):
         with self._lock:
             if self.connection is not None:
                 return False
-            transcript = Transcript(security=self.security)
-            client = SMTPClient(
-                self.host,
-                int(self.port),
-                security="ssl" if self.use_ssl else "starttls" if self.use_tls else "none",
-                timeout=self.timeout,
-                local_hostname=conf.LOCAL_HOSTNAME,
-                ssl_context=self._ssl_context(),
-                username=self.username or "",
-                password=self.password or "",
-                listener=transcript,
-            )
+            transcript = Transcript(host=self.host, port=int(self.port), security=self.security)
             try:
+                client = SMTPClient(
+                    self.host,
+                    int(self.port),
+                    security=self.security,
+                    timeout=self.timeout,
+                    local_hostname=conf.LOCAL_HOSTNAME,
+                    ssl_context=self._ssl_context(),
+                    username=self.username or "",
+                    password=self.password or "",
+                    listener=transcript,
+                )
                 client.open()
-            except SMTPError:
+            except OSError as exc:  # SMTPError, or e.g. an unreadable EMAIL_SSL_CERTFILE
+                if not transcript.error:
+                    transcript.on_error(exc)
                 self._record(transcript)
                 if not self.fail_silently:
                     raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import smtplib
 import threading
 from typing import Any
 
@@ -270,3 +271,17 @@ def test_recording_can_be_turned_off(smtpd: SMTPServer) -> None:
     with override_settings(SOCKMAIL={"RECORD_SESSIONS": False}):
         backend_for(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
     assert len(smtpd.messages) == 1 and Session.objects.count() == 0
+
+
+def test_an_unreadable_client_certificate_fails_like_djangos_backend(tmp_path: Any) -> None:
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(OSError, match=r"missing\.pem") as info:
+        EmailBackend(host="127.0.0.1", port=1, use_tls=True, ssl_certfile=missing).open()
+    assert isinstance(info.value, smtplib.SMTPException)
+    quiet = EmailBackend(
+        host="127.0.0.1", port=1, use_tls=True, ssl_certfile=missing, fail_silently=True
+    )
+    assert quiet.open() is None
+    session = Session.objects.last()
+    assert session is not None and session.status == "failed" and "missing.pem" in session.error
+    assert (session.host, session.port) == ("127.0.0.1", 1)

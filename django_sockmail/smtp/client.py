@@ -45,7 +45,11 @@ def create_ssl_context(
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if certfile:
-        context.load_cert_chain(certfile, keyfile)
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except OSError as exc:  # missing, unreadable or not a certificate and key
+            message = f"Could not load the client certificate {certfile!r}: {exc}"
+            raise SMTPTLSError(message) from exc
     return context
 
 
