@@ -112,7 +112,9 @@ class SMTPClient:
         self._password = password
         self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
-        self.messages_sent = 0
+        # RSET before a transaction that follows a completed one, for a clean slate; a
+        # refused transaction already ended with RSET.
+        self._reset_needed = False
         self._sock: socket.socket | None = None
         self._parser = ReplyParser()
         self._replies: deque[Reply] = deque()
@@ -159,7 +161,7 @@ class SMTPClient:
             exc.outcome = outcome
             raise
         exchange = protocol.transaction(
-            self.capabilities, envelope, content, outcome, reset_first=self.messages_sent > 0
+            self.capabilities, envelope, content, outcome, reset_first=self._reset_needed
         )
         try:
             self._run(exchange)
@@ -170,7 +172,7 @@ class SMTPClient:
                 exc.outcome = outcome
             self._fail(exc)
             raise
-        self.messages_sent += 1
+        self._reset_needed = outcome.final_reply is not None
         return outcome
 
     def quit(self) -> None:

@@ -87,3 +87,23 @@ def test_local_hostname_is_sent_in_ehlo(smtpd: SMTPServer) -> None:
     client.open()
     client.quit()
     assert smtpd.handler.ehlo_names == ["client.example.org"]
+
+
+def test_rset_only_where_the_session_needs_a_clean_slate(smtpd: SMTPServer) -> None:
+    transcript = Transcript()
+    client = SMTPClient(smtpd.host, smtpd.port, timeout=5, listener=transcript)
+    client.open()
+    refused = make_envelope("from@example.org", ["nobody@refused.test"])
+    content = b"Subject: x\r\n\r\nbody\r\n"
+    assert client.send(ENVELOPE, content).status == "sent"
+    assert client.send(refused, content).status == "failed"  # ends with its own RSET
+    assert client.send(ENVELOPE, content).status == "sent"
+    client.quit()
+    commands = [line.text.split(" ")[0] for line in transcript.lines if line.direction == CLIENT]
+    assert commands == [
+        "EHLO",
+        *["MAIL", "RCPT", "DATA"],
+        *["RSET", "MAIL", "RCPT", "RSET"],
+        *["MAIL", "RCPT", "DATA"],
+        "QUIT",
+    ]
