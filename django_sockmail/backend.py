@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
+from . import signals
 from .conf import conf
 from .smtp.client import Security, SMTPClient, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
@@ -107,7 +108,13 @@ class EmailBackend(BaseEmailBackend):
         with self._lock:
             if self.connection is not None:
                 return False
-            transcript = Transcript(host=self.host, port=int(self.port), security=self.security)
+            transcript = Transcript(
+                host=self.host,
+                port=int(self.port),
+                security=self.security,
+                content_mode=conf.STORE_CONTENT,
+                content_max_bytes=conf.CONTENT_MAX_BYTES,
+            )
             try:
                 client = SMTPClient(
                     self.host,
@@ -190,13 +197,20 @@ class EmailBackend(BaseEmailBackend):
         except SMTPError as exc:
             if exc.outcome is not None:
                 self._keep(message, mime, content, exc.outcome)
+                signals.send(signals.message_failed, type(self), message=message,
+                             outcome=exc.outcome, error=exc)  # fmt: skip
             if not self.connection.is_open:
                 self.connection = None  # the session is over; close() records it
             raise
         self._keep(message, mime, content, outcome)
         if outcome.status in (SENT, PARTIAL):
+            signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
             return True
-        raise _refusal(outcome)
+        error = _refusal(outcome)
+        signals.send(
+            signals.message_failed, type(self), message=message, outcome=outcome, error=error
+        )
+        raise error
 
     def _keep(
         self, message: EmailMessage, mime: Any, content: bytes, outcome: MessageOutcome

@@ -1,11 +1,15 @@
 """django_sockmail's own settings, read live from ``settings.SOCKMAIL`` (a dict) so
-``override_settings`` works in tests."""
+``override_settings`` works in tests. Each property documents one key."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from .transcript import CONTENT_HEADERS, CONTENT_MODES
 
 
 class Settings:
@@ -22,6 +26,39 @@ class Settings:
         """The name to give in EHLO (default: this machine's FQDN, like smtplib)."""
         value = self._get("LOCAL_HOSTNAME", None)
         return str(value) if value else None
+
+    @property
+    def STORE_CONTENT(self) -> str:
+        """How much message content to keep: "full", "headers" (default) or "envelope"."""
+        value = self._get("STORE_CONTENT", CONTENT_HEADERS)
+        if value not in CONTENT_MODES:
+            raise ImproperlyConfigured(
+                f"SOCKMAIL['STORE_CONTENT'] must be one of {', '.join(CONTENT_MODES)}; "
+                f"got {value!r}"
+            )
+        return str(value)
+
+    @property
+    def CONTENT_MAX_BYTES(self) -> int:
+        """With STORE_CONTENT "full", keep at most this many bytes of each message."""
+        return int(self._get("CONTENT_MAX_BYTES", 256 * 1024))
+
+    @property
+    def DATABASE(self) -> str | None:
+        """The database alias the audit log is written through (default: the router's
+        choice). Give it an alias of its own, pointing at the same database, so the
+        records survive a rollback of the caller's transaction."""
+        value = self._get("DATABASE", None)
+        return str(value) if value else None
+
+    @property
+    def RETENTION(self) -> timedelta | None:
+        """How long sockmail_purge keeps sessions when given no --older-than:
+        a number of days, or a timedelta (default: None, keep everything)."""
+        value = self._get("RETENTION", None)
+        if value is None or isinstance(value, timedelta):
+            return value
+        return timedelta(days=float(value))
 
 
 conf = Settings()

@@ -11,6 +11,8 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS
+
 # Long enough for any real value, short enough to index on every supported database
 # (MySQL's utf8mb4 index limit is 768 characters). The recorder clips longer values.
 _ADDRESS_LENGTH = 320  # RFC 3696: 64 (local part) + 1 + 255 (domain)
@@ -99,6 +101,11 @@ class ServerReply(models.Model):
 class Message(ServerReply):
     """One mail transaction (MAIL, RCPT…, content) within a session."""
 
+    class ContentMode(models.TextChoices):
+        FULL = CONTENT_FULL, "full message"
+        HEADERS = CONTENT_HEADERS, "headers"
+        ENVELOPE = CONTENT_ENVELOPE, "envelope only"
+
     class Status(models.TextChoices):
         SENT = "sent", "sent"
         PARTIAL = "partial", "partly sent"
@@ -113,6 +120,22 @@ class Message(ServerReply):
     message_id = models.CharField("Message-ID", max_length=_ID_LENGTH, blank=True, db_index=True)
     subject = models.CharField(max_length=998, blank=True)
     size = models.PositiveIntegerField(help_text="Bytes of content, as sent.", default=0)
+    sha256 = models.CharField(
+        "SHA-256",
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="Of the content as sent, whatever of it is stored.",
+    )
+    content_mode = models.CharField(
+        "content stored",
+        max_length=8,
+        choices=ContentMode.choices,
+        default=ContentMode.HEADERS,
+    )
+    content_stored = models.PositiveIntegerField(
+        "bytes stored", default=0, help_text="How much of the content the transcript keeps."
+    )
     headers = models.TextField(blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, db_index=True)
     queue_id = models.CharField("queue id", max_length=_ID_LENGTH, blank=True, db_index=True)

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import models, router, transaction
 from django.utils import timezone
 
+from . import signals
+from .conf import conf
 from .models import Message, Recipient, Session, TranscriptLine
 from .smtp import results
 from .smtp.replies import Reply
@@ -37,17 +39,22 @@ def record(transcript: Transcript) -> Session | None:
     Returns the new :class:`Session`, or ``None`` (after logging the exception on the
     ``django_sockmail`` logger) when the database write failed.
     """
+    # With SOCKMAIL["DATABASE"] naming an alias of its own, this is a connection of its
+    # own: the record survives a rollback of the caller's transaction.
+    using = conf.DATABASE or router.db_for_write(Session)
     try:
-        with transaction.atomic(using=router.db_for_write(Session)):
-            return _write(transcript)
+        with transaction.atomic(using=using):
+            session = _write(transcript, using)
     except Exception:
         logger.exception(
             "Could not record the SMTP session with %s port %s", transcript.host, transcript.port
         )
         return None
+    signals.send(signals.session_recorded, Session, session=session, transcript=transcript)
+    return session
 
 
-def _write(transcript: Transcript) -> Session:
+def _write(transcript: Transcript, using: str) -> Session:
     tls = transcript.tls
     outcomes = [rec.outcome for rec in transcript.messages]
     session = Session(
@@ -71,17 +78,17 @@ def _write(transcript: Transcript) -> Session:
         sent_count=sum(o.status in (results.SENT, results.PARTIAL) for o in outcomes),
     )
     _clean(session)
-    session.save(force_insert=True)
+    session.save(force_insert=True, using=using)
 
     messages = [
         _message(session, position, rec)
         for position, rec in enumerate(transcript.messages, start=1)
     ]
-    Message.objects.bulk_create(messages)
+    Message.objects.using(using).bulk_create(messages)
     if messages and messages[0].pk is None:
         # Backends that cannot return ids from a bulk insert (MySQL): one more query.
         ids = (
-            Message.objects.using(session._state.db)
+            Message.objects.using(using)
             .filter(session=session)
             .order_by("position")
             .values_list("pk", flat=True)
@@ -89,7 +96,7 @@ def _write(transcript: Transcript) -> Session:
         for message, pk in zip(messages, ids, strict=True):
             message.pk = pk
 
-    Recipient.objects.bulk_create(
+    Recipient.objects.using(using).bulk_create(
         _clean(
             Recipient(
                 message=message,
@@ -101,7 +108,7 @@ def _write(transcript: Transcript) -> Session:
         for message, rec in zip(messages, transcript.messages, strict=True)
         for recipient in rec.outcome.recipients
     )
-    TranscriptLine.objects.bulk_create(
+    TranscriptLine.objects.using(using).bulk_create(
         _clean(
             TranscriptLine(
                 session=session,
@@ -131,6 +138,9 @@ def _message(session: Session, position: int, rec: MessageRecord) -> Message:
             message_id=rec.message_id,
             subject=rec.subject,
             size=outcome.size,
+            sha256=outcome.sha256,
+            content_mode=rec.content_mode,
+            content_stored=rec.content_stored,
             headers=rec.headers,
             status=outcome.status,
             queue_id=outcome.queue_id,

@@ -21,6 +21,12 @@ INFO = "*"  # what happened around the conversation: connect, TLS, close, errors
 OK = "ok"
 FAILED = "failed"
 
+# How much of each message's content a transcript keeps (SOCKMAIL["STORE_CONTENT"]).
+CONTENT_FULL = "full"  # the whole message, up to a cap
+CONTENT_HEADERS = "headers"  # the header block and the size
+CONTENT_ENVELOPE = "envelope"  # none of the content: no headers, no subject
+CONTENT_MODES = (CONTENT_FULL, CONTENT_HEADERS, CONTENT_ENVELOPE)
+
 
 @dataclass
 class Line:
@@ -37,6 +43,8 @@ class MessageRecord:
     message_id: str = ""
     subject: str = ""
     headers: str = ""
+    content_mode: str = CONTENT_HEADERS
+    content_stored: int = 0  # bytes of the content kept in the transcript
 
 
 def header_block(content: bytes) -> str:
@@ -53,6 +61,8 @@ class Transcript:
     host: str = ""
     port: int = 0
     security: str = "none"  # "none", "starttls" or "ssl"
+    content_mode: str = CONTENT_HEADERS
+    content_max_bytes: int = 256 * 1024
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     ended_at: datetime | None = None
     peer_address: str = ""
@@ -68,6 +78,15 @@ class Transcript:
         self.lines.append(Line(time.monotonic() - self._start, direction, text))
 
     def add_message(self, record: MessageRecord) -> None:
+        """Keep a message's record, with as much of its content as the mode allows."""
+        size = record.outcome.size
+        record.content_mode = self.content_mode
+        if self.content_mode == CONTENT_FULL:
+            record.content_stored = min(size, self.content_max_bytes)
+        elif self.content_mode == CONTENT_HEADERS:
+            record.content_stored = len(record.headers.encode())
+        else:
+            record.subject, record.headers, record.content_stored = "", "", 0
         self.messages.append(record)
 
     # SessionListener
@@ -88,9 +107,20 @@ class Transcript:
             self.add_line(SERVER, text)
 
     def on_content(self, content: bytes) -> None:
-        # Keep the header block and the size; the body stays out of the audit log.
-        headers = header_block(content)
-        self.add_line(CONTENT, f"{headers}\n\n[message content: {len(content)} bytes]")
+        size = f"[message content: {len(content)} bytes"
+        if self.content_mode == CONTENT_FULL:
+            kept = content[: self.content_max_bytes]
+            text = kept.decode("utf-8", errors="replace").replace("\r\n", "\n")
+            if len(kept) < len(content):
+                note = f"{size}; the first {self.content_max_bytes} stored]"
+            else:
+                note = f"{size}]"
+            self.add_line(CONTENT, f"{text.rstrip(chr(10))}\n\n{note}")
+        elif self.content_mode == CONTENT_HEADERS:
+            note = f"{size}; body not stored]"
+            self.add_line(CONTENT, f"{header_block(content)}\n\n{note}")
+        else:
+            self.add_line(CONTENT, f"{size}; not stored]")
 
     def on_tls(self, info: TLSInfo) -> None:
         self.tls = info

@@ -4,12 +4,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
+source scripts/services.sh
 ensure_venv test
+ensure_postgresql
 
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
-echo "== pytest"
+echo "== pytest (SQLite)"
 .venv/bin/pytest "$@"
+echo "== pytest (PostgreSQL)"
+SOCKMAIL_TEST_DB=postgresql .venv/bin/pytest -m "not fresh_clone" "$@"

@@ -9,6 +9,15 @@ import trustme
 from tests.servers import Script, ScriptedServer, SMTPServer
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from django.db import connections
+
+    engine = connections["default"].vendor
+    for item in items:
+        if "postgresql" in item.keywords and engine != "postgresql":
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (SOCKMAIL_TEST_DB)"))
+
+
 @pytest.fixture
 def smtpd() -> Iterator[SMTPServer]:
     """A real aiosmtpd server that keeps what it receives."""

@@ -1,6 +1,7 @@
 """Settings for the test suite. SOCKMAIL_TEST_DB picks the database (sqlite by default)."""
 
 import os
+from typing import Any
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -39,7 +40,7 @@ TEMPLATES = [
     }
 ]
 
-_DATABASES = {
+_DATABASES: dict[str, dict[str, Any]] = {
     "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     "postgresql": {
         "ENGINE": "django.db.backends.postgresql",
@@ -58,6 +59,9 @@ _DATABASES = {
     },
 }
 DATABASES = {"default": _DATABASES[os.environ.get("SOCKMAIL_TEST_DB", "sqlite")]}
+# A second connection to the same database, as the README suggests for the audit log
+# (SOCKMAIL["DATABASE"]), so its writes are outside the caller's transactions.
+DATABASES["audit"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 
 EMAIL_BACKEND = "django_sockmail.backend.EmailBackend"
 

@@ -30,6 +30,7 @@ def test_readme_names_a_demo_command_and_a_test_command_that_ci_runs() -> None:
     assert re.search(r"^exec bash scripts/test\.sh$", ci, re.MULTILINE)
 
 
+@pytest.mark.fresh_clone
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout")
 def test_the_demo_command_works_from_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"

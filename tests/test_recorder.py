@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, models
+from django.db.models.query import QuerySet
 from django.test.utils import CaptureQueriesContext
 from pytest_django import DjangoAssertNumQueries, Settings
 
@@ -342,13 +344,24 @@ def test_the_number_of_queries_does_not_grow_with_the_session(
     assert Recipient.objects.filter(message__session=session).count() == 15
 
 
+def fail_bulk_create(
+    monkeypatch: pytest.MonkeyPatch, model: type[models.Model], error: Exception
+) -> None:
+    """Make every bulk insert of ``model`` raise ``error``, through any database alias."""
+    original = QuerySet.bulk_create
+
+    def bulk_create(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        if self.model is model:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", bulk_create)
+
+
 def test_a_database_error_is_logged_and_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def fail(*args: object, **kwargs: object) -> None:
-        raise DatabaseError("disk I/O error")
-
-    monkeypatch.setattr(TranscriptLine.objects, "bulk_create", fail)
+    fail_bulk_create(monkeypatch, TranscriptLine, DatabaseError("disk I/O error"))
 
     with caplog.at_level(logging.ERROR, logger="django_sockmail"):
         assert record(make_transcript()) is None
@@ -366,10 +379,7 @@ def test_a_database_error_is_logged_and_not_raised(
 def test_any_error_while_recording_is_logged_and_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def fail(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("unexpected")
-
-    monkeypatch.setattr(Message.objects, "bulk_create", fail)
+    fail_bulk_create(monkeypatch, Message, RuntimeError("unexpected"))
 
     with caplog.at_level(logging.ERROR, logger="django_sockmail"):
         assert record(make_transcript()) is None

@@ -9,6 +9,7 @@ pipelining (RFC 2920).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -177,6 +178,7 @@ def new_outcome(envelope: Envelope, content: bytes) -> MessageOutcome:
         sender=envelope.sender,
         recipients=[RecipientOutcome(address) for address in envelope.recipients],
         size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
     )
 
 

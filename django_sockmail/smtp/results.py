@@ -53,6 +53,7 @@ class MessageOutcome:
     data_reply: Reply | None = None  # the reply to DATA (354) when it was refused
     final_reply: Reply | None = None  # the reply to the end of the content
     size: int = 0
+    sha256: str = ""  # of the content as sent (CRLF line endings, before dot-stuffing)
     error: str = ""
     status: str = NOT_SENT
 
