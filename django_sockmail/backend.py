@@ -6,8 +6,10 @@ from __future__ import annotations
 import email.policy
 import inspect
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +27,7 @@ from .smtp.errors import (
     SMTPSenderRefused,
 )
 from .smtp.protocol import new_outcome
-from .smtp.results import PARTIAL, SENT, MessageOutcome
+from .smtp.results import PARTIAL, SENT, UNKNOWN, MessageOutcome
 from .transcript import MessageRecord, Transcript, header_block
 
 logger = logging.getLogger("django_sockmail")
@@ -122,8 +124,9 @@ class EmailBackend(BaseEmailBackend):
                     security=self.security,
                     timeout=self.timeout,
                     local_hostname=conf.LOCAL_HOSTNAME,
-                    ssl_context=self._ssl_context(),
-                    username=self.username or "",
+                    ssl_context=self.ssl_context if self.use_tls or self.use_ssl else None,
+                    # Like Django's backend: log in only with both a user and a password.
+                    username=self.username if self.username and self.password else "",
                     password=self.password or "",
                     listener=transcript,
                 )
@@ -162,9 +165,15 @@ class EmailBackend(BaseEmailBackend):
                 return self._send_batch(batch, sent)
             except SMTPError as exc:
                 # Say exactly which messages the server took, so a retry sends no duplicate.
-                taken = {id(m) for m in sent}
-                exc.sent_messages = sent
-                exc.unsent_messages = [m for m, _ in batch if id(m) not in taken]
+                def status(message: EmailMessage) -> str:
+                    return message.sockmail_outcome.status  # type: ignore[attr-defined,no-any-return]
+
+                messages = [m for m, _ in batch]
+                exc.sent_messages = [m for m in messages if status(m) in (SENT, PARTIAL)]
+                exc.unknown_messages = [m for m in messages if status(m) == UNKNOWN]
+                exc.unsent_messages = [
+                    m for m in messages if status(m) not in (SENT, PARTIAL, UNKNOWN)
+                ]
                 raise
 
     def _send_batch(
@@ -233,9 +242,10 @@ class EmailBackend(BaseEmailBackend):
             return None
         return make_envelope(message.from_email, recipients)
 
-    def _ssl_context(self) -> Any:
-        if not (self.use_tls or self.use_ssl):
-            return None
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context; override it in a subclass for a private CA and the like,
+        as with Django's backend."""
         return create_ssl_context(self.ssl_certfile, self.ssl_keyfile)
 
     def _record(self, transcript: Transcript) -> None:
@@ -270,11 +280,7 @@ def _refusal(outcome: MessageOutcome) -> SMTPError:
     """The smtplib-style exception for a message the server did not take."""
     if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
         return SMTPSenderRefused(outcome.mail_reply, outcome.sender)
-    if (
-        outcome.refused_recipients
-        and not outcome.accepted_recipients
-        and (outcome.data_reply is None)
-    ):
+    if outcome.data_reply is None:  # no DATA: every recipient was refused
         return SMTPRecipientsRefused(outcome.refused_recipients)
     reply = outcome.final_reply or outcome.data_reply
     assert reply is not None

@@ -24,7 +24,7 @@ from .errors import (
 )
 from .events import NullListener, SessionListener, TLSInfo
 from .replies import Reply, ReplyParser
-from .results import FAILED, MessageOutcome
+from .results import UNKNOWN, MessageOutcome
 
 T = TypeVar("T")
 Security = Literal["none", "starttls", "ssl"]
@@ -85,8 +85,9 @@ def tls_info(sock: ssl.SSLSocket) -> TLSInfo:
 class SMTPClient:
     """One SMTP session: ``open()``, any number of ``send()``, then ``quit()``.
 
-    Every failure closes the socket, is reported to the listener, and raises a
-    subclass of :class:`smtplib.SMTPException`.
+    Every failure of the session closes the socket, is reported to the listener, and
+    raises a subclass of :class:`smtplib.SMTPException`. A message refused locally
+    (too large, needs SMTPUTF8) raises too, but leaves the session open.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class SMTPClient:
         # RSET before a transaction that follows a completed one, for a clean slate; a
         # refused transaction already ended with RSET.
         self._reset_needed = False
+        self._content_written = False  # the last group written held message content
         self._sock: socket.socket | None = None
         self._parser = ReplyParser()
         self._replies: deque[Reply] = deque()
@@ -156,8 +158,8 @@ class SMTPClient:
         outcome = protocol.new_outcome(envelope, content)
         try:
             protocol.check_message(self.capabilities, envelope, content)
-        except SMTPError as exc:
-            outcome.status, outcome.error = FAILED, str(exc)
+        except SMTPError as exc:  # refused locally: nothing was offered to the server
+            outcome.error = str(exc)
             exc.outcome = outcome
             raise
         exchange = protocol.transaction(
@@ -167,6 +169,8 @@ class SMTPClient:
             self._run(exchange)
         except BaseException as exc:
             outcome.settle()
+            if self._content_written and outcome.final_reply is None:
+                outcome.status = UNKNOWN  # the server may have queued it
             outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             if isinstance(exc, SMTPError):
                 exc.outcome = outcome
@@ -179,8 +183,12 @@ class SMTPClient:
         """Say QUIT and close. Never raises: the server may already be gone."""
         if self._sock is None:
             return
-        with contextlib.suppress(Exception):  # the session is over either way
+        try:
             self._run(protocol.quit())
+        except SMTPProtocolError as exc:  # the server misbehaved: worth a record
+            self.listener.on_error(exc)
+        except Exception:  # gone already: the session is over either way
+            pass
         self.close()
 
     def close(self) -> None:
@@ -213,7 +221,7 @@ class SMTPClient:
 
     def _start_tls(self) -> None:
         assert self._sock is not None
-        if self._parser.in_reply or self._replies:
+        if self._parser.in_reply or self._replies or self._parser.error is not None:
             # STARTTLS response injection: whatever came with the 220 was sent before
             # TLS and must never be read as if it had come over TLS.
             raise SMTPProtocolError("The server sent data after its 220 reply to STARTTLS")
@@ -242,12 +250,19 @@ class SMTPClient:
             return stop.value  # type: ignore[no-any-return]
 
     def _exchange(self, commands: list[protocol.Command]) -> list[Reply]:
+        # Anything the server said that answers no command means we are out of step:
+        # each reply from now on would be taken for the wrong command.
+        self._parser.check()
+        if self._replies or self._parser.in_reply:
+            raise SMTPProtocolError("The server sent a reply to no command")
+        self._content_written = False
         for cmd in commands:
             if cmd.is_content:
                 self.listener.on_content(cmd.content)
             else:
                 self.listener.on_command(cmd.display)
         self._write(b"".join(cmd.wire for cmd in commands))
+        self._content_written = any(cmd.is_content for cmd in commands)
         replies = [self._read_reply() for _ in commands]
         for reply in replies:
             if reply.code == 421:

@@ -25,11 +25,6 @@ def dot_stuff(normalized: bytes) -> bytes:
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
-def data_payload(content: bytes) -> bytes:
-    """The bytes to send after a 354 reply, ending with the ``.`` line."""
-    return dot_stuff(normalize_line_endings(content)) + b".\r\n"
-
-
 def is_8bit(content: bytes) -> bool:
     """True when the content has octets above 127 (it then wants BODY=8BITMIME)."""
     return not content.isascii()

@@ -14,9 +14,10 @@ from email.headerregistry import Address
 from email.policy import default as default_policy
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Characters that must not appear in an envelope path: a quoted local part may hold
-# them legally, but servers disagree on quoting, so such addresses are refused.
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>\s\"]")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>\s\"]")  # never in a domain
+# RFC 5321 Dot-string, with RFC 6531's non-ASCII characters: needs no quoting.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
+_DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def envelope_address(address: str | tuple[str, str]) -> str:
     """
     if isinstance(address, tuple):
         address = address[1]
+    address = str(address)  # lazy translation strings, as Django's force_str allows
     if _CONTROL.search(address):
         raise ValueError(f"Invalid address (control character): {address!r}")
     try:
@@ -67,8 +69,15 @@ def envelope_address(address: str | tuple[str, str]) -> str:
         raise ValueError(f"Invalid address: {address!r}")
     mailbox: Address = mailboxes[0]
     local, domain = mailbox.username, mailbox.domain
-    if not local or _FORBIDDEN.search(local) or _FORBIDDEN.search(domain):
+    if not local or _CONTROL.search(local) or _FORBIDDEN.search(domain):
         raise ValueError(f"Invalid address: {address!r}")
+    if not _DOT_ATOM.match(local):
+        # RFC 5321 Quoted-string: "a@b"@example.org must stay quoted, or the server
+        # would read a different mailbox. Angle brackets stay out all the same:
+        # lax servers end the path at the first ">".
+        if "<" in local or ">" in local:
+            raise ValueError(f"Invalid address: {address!r}")
+        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{local}@{_idna_domain(domain)}" if domain else local
 
 

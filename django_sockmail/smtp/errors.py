@@ -27,6 +27,8 @@ class SMTPError(smtplib.SMTPException):
     # server accepted before it, and which it did not (so a retry sends no duplicate).
     sent_messages: Sequence[Any] = ()
     unsent_messages: Sequence[Any] = ()
+    # ... and those whose content went out but whose verdict never came back.
+    unknown_messages: Sequence[Any] = ()
 
     @property
     def is_transient(self) -> bool:

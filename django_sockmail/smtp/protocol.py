@@ -3,8 +3,8 @@
 Each step of a session is a generator (an *exchange*): it yields a group of
 :class:`Command` objects, is sent back one :class:`Reply` per command, and finally
 returns its result. The socket driver in :mod:`.client` runs exchanges; tests run them
-against scripted replies. A group may hold several commands when the server allows
-pipelining (RFC 2920).
+against scripted replies. Today every group holds one command; groups are how
+pipelining (RFC 2920) will send several at once.
 """
 
 from __future__ import annotations
@@ -81,8 +81,14 @@ class Capabilities:
         extensions: dict[str, str] = {}
         for line in reply.lines[1:]:  # the first line is the server's greeting name
             keyword, _, params = line.strip().partition(" ")
+            if keyword.upper().startswith("AUTH="):
+                # The pre-RFC 4954 form some servers still send: "AUTH=LOGIN PLAIN".
+                keyword, params = "AUTH", f"{keyword[5:]} {params}"
+                params = f"{extensions.get('AUTH', '')} {params}"
+            elif keyword.upper() == "AUTH" and "AUTH" in extensions:
+                params = f"{extensions['AUTH']} {params}"
             if keyword:
-                extensions[keyword.upper()] = params.strip()
+                extensions[keyword.upper()] = " ".join(params.split())
         return cls(esmtp=True, extensions=extensions)
 
     def has(self, keyword: str) -> bool:
@@ -135,7 +141,12 @@ def authenticate(capabilities: Capabilities, username: str, password: str) -> Ex
     if mechanism == "CRAM-MD5":
         [reply] = yield [command("AUTH", "CRAM-MD5")]
         if reply.code == 334:
-            [reply] = yield [secret_line(auth.cram_md5(username, password, reply.text))]
+            try:
+                answer = auth.cram_md5(username, password, reply.text)
+            except ValueError as exc:  # the server's challenge is not base64
+                message = f"Bad CRAM-MD5 challenge: {reply}"
+                raise SMTPAuthenticationError(reply, message=message) from exc
+            [reply] = yield [secret_line(answer)]
     elif mechanism == "PLAIN":
         token = auth.plain(username, password)
         [reply] = yield [command("AUTH", f"PLAIN {token}", redacted=f"PLAIN {auth.REDACTED}")]

@@ -35,7 +35,8 @@ class Reply:
 
     @property
     def is_positive(self) -> bool:
-        return 200 <= self.code < 400
+        """A completion reply (2xx). 3xx replies (354, 334) only ask for more."""
+        return 200 <= self.code < 300
 
     @property
     def is_transient(self) -> bool:
@@ -62,6 +63,8 @@ class ReplyParser:
 
     Feed it whatever the socket returned; it keeps partial lines between calls and
     raises :class:`SMTPProtocolError` for anything that is not a well-formed reply.
+    Replies that arrived complete before a bad line are still returned (the server
+    said them); the error is raised on the next call, or by :meth:`check`.
     """
 
     def __init__(
@@ -77,31 +80,37 @@ class ReplyParser:
         self._code: int | None = None
         self._lines: list[str] = []
         self._size = 0
-
-    @property
-    def buffered(self) -> bytes:
-        """Bytes received but not yet part of a complete reply."""
-        return bytes(self._buffer)
+        self.error: SMTPProtocolError | None = None  # held back by feed()
 
     @property
     def in_reply(self) -> bool:
         """True while some of a reply has arrived but not its last line."""
         return bool(self._buffer) or self._code is not None
 
+    def check(self) -> None:
+        """Raise the error a previous :meth:`feed` held back, if any."""
+        if self.error is not None:
+            raise self.error
+
     def feed(self, data: bytes) -> list[Reply]:
+        self.check()
         self._buffer += data
         replies: list[Reply] = []
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > self.max_line_length:
-                    raise SMTPProtocolError("reply line too long")
-                return replies
-            raw = bytes(self._buffer[: end + 1])
-            del self._buffer[: end + 1]
-            reply = self._take_line(raw)
-            if reply is not None:
-                replies.append(reply)
+        try:
+            while (end := self._buffer.find(b"\n")) >= 0:
+                raw = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                reply = self._take_line(raw)
+                if reply is not None:
+                    replies.append(reply)
+            if len(self._buffer) > self.max_line_length:
+                raise SMTPProtocolError("reply line too long")
+        except SMTPProtocolError as exc:
+            self._buffer.clear()
+            if not replies:
+                raise
+            self.error = exc
+        return replies
 
     def _take_line(self, raw: bytes) -> Reply | None:
         if not raw.endswith(b"\r\n"):

@@ -11,6 +11,9 @@ SENT = "sent"  # every recipient accepted, content accepted
 PARTIAL = "partial"  # content accepted for some recipients, others refused
 FAILED = "failed"  # the server did not take the message
 NOT_SENT = "not_sent"  # never offered to the server (the session ended first)
+# The whole content went out but the session broke before the server's verdict: it
+# may have been queued. Retrying it may deliver it twice (RFC 1047).
+UNKNOWN = "unknown"
 
 # How common servers name the queue entry in their reply to the end of data.
 _QUEUE_ID_PATTERNS = [
@@ -50,7 +53,7 @@ class MessageOutcome:
     sender: str
     recipients: list[RecipientOutcome]
     mail_reply: Reply | None = None
-    data_reply: Reply | None = None  # the reply to DATA (354) when it was refused
+    data_reply: Reply | None = None  # the reply to DATA; None when DATA was never sent
     final_reply: Reply | None = None  # the reply to the end of the content
     size: int = 0
     sha256: str = ""  # of the content as sent (CRLF line endings, before dot-stuffing)

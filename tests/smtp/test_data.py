@@ -1,6 +1,7 @@
 import pytest
 
-from django_sockmail.smtp.data import data_payload, dot_stuff, is_8bit, normalize_line_endings
+from django_sockmail.smtp.data import dot_stuff, is_8bit, normalize_line_endings
+from django_sockmail.smtp.protocol import content_command
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,8 @@ def test_dot_stuffing_doubles_leading_dots_only() -> None:
     ],
 )
 def test_no_early_end_of_data_can_be_smuggled(body: bytes) -> None:
-    payload = data_payload(b"Subject: t\r\n\r\n" + body)
+    # Exactly what the client writes after the 354.
+    payload = content_command(normalize_line_endings(b"Subject: t\r\n\r\n" + body)).wire
     # The only end-of-data sequence is the one we append.
     assert payload.endswith(b"\r\n.\r\n")
     assert payload.count(b"\r\n.\r\n") == 1

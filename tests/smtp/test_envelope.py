@@ -14,6 +14,8 @@ from django_sockmail.smtp.envelope import envelope_address, make_envelope
         ("jörg@example.org", "jörg@example.org"),
         ("user@[127.0.0.1]", "user@[127.0.0.1]"),
         ("webmaster", "webmaster"),  # a local mailbox, as Django allows (#15042)
+        ('"a b"@example.org', '"a b"@example.org'),  # a quoted local part stays quoted
+        ('"a@evil.test"@good.test', '"a@evil.test"@good.test'),  # else: another mailbox
     ],
 )
 def test_envelope_address(given: str, envelope: str) -> None:
@@ -30,7 +32,7 @@ def test_envelope_address(given: str, envelope: str) -> None:
         "a@b.org>\r\nRCPT TO:<evil@x.org",
         "a@b.org\nDATA",
         "a@b.org\x00",
-        '"a b"@c.org',
+        '"a>b"@c.org',
         "a b@c.org",
     ],
 )

@@ -190,3 +190,15 @@ def test_utf8_address_refused_locally_without_smtputf8() -> None:
 def test_message_over_the_size_limit_refused_locally() -> None:
     with pytest.raises(SMTPNotSupportedError, match="at most 1000"):
         protocol.check_message(CAPS, ENVELOPE, b"x" * 1001)
+
+
+def test_old_style_auth_equals_line_is_understood() -> None:
+    caps = protocol.Capabilities.from_ehlo(
+        reply("250-mx.example\n250-AUTH=LOGIN PLAIN\n250 AUTH CRAM-MD5\n")
+    )
+    assert sorted(caps.auth_mechanisms) == ["CRAM-MD5", "LOGIN", "PLAIN"]
+
+
+def test_a_3xx_reply_is_not_an_acceptance() -> None:
+    outcome, _ = transaction(["250", "354 ?", "250", "354", "250 ok"])
+    assert not outcome.recipients[0].accepted and outcome.status == PARTIAL

@@ -1,0 +1,288 @@
+"""manage.py sockmail_purge: old sessions go with their messages, recipients and
+transcript lines, a bounded batch at a time; newer sessions stay; no age, no purge."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, router
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone as django_timezone
+from pytest_django import DjangoAssertNumQueries
+
+from django_sockmail.management.commands import sockmail_purge
+from django_sockmail.models import Message, Recipient, Session, TranscriptLine
+from django_sockmail.recorder import record
+from django_sockmail.transcript import Line
+from tests.test_recorder import CONVERSATION, make_transcript, sent_message
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+LINES = len(CONVERSATION)  # a recorded session has 2 messages, 3 recipients and these lines
+
+
+@pytest.fixture(autouse=True)
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(django_timezone, "now", lambda: NOW)
+
+
+def recorded(age: timedelta, **overrides: Any) -> Session:
+    """A session like the recorder's example one, started ``age`` before NOW."""
+    session = record(make_transcript(started_at=NOW - age, ended_at=None, **overrides))
+    assert session is not None
+    return session
+
+
+def purge(*args: str, **options: Any) -> str:
+    out = StringIO()
+    call_command("sockmail_purge", *args, stdout=out, **options)
+    return out.getvalue()
+
+
+def rows() -> tuple[int, int, int, int]:
+    return (
+        Session.objects.count(),
+        Message.objects.count(),
+        Recipient.objects.count(),
+        TranscriptLine.objects.count(),
+    )
+
+
+def test_old_sessions_go_with_their_children_and_newer_ones_stay_whole() -> None:
+    recorded(timedelta(days=40))
+    recorded(timedelta(days=31))
+    at_cutoff = recorded(timedelta(days=30))
+    new = recorded(timedelta(days=1))
+
+    output = purge("--older-than", "30d")
+
+    assert output == (
+        f"Deleted 2 sessions (4 messages, 6 recipients, {2 * LINES} transcript lines) "
+        "older than 2026-10-27 12:00:00 UTC.\n"
+    )
+    assert set(Session.objects.values_list("pk", flat=True)) == {at_cutoff.pk, new.pk}
+    for kept in (at_cutoff, new):
+        assert kept.messages.count() == 2
+        assert Recipient.objects.filter(message__session=kept).count() == 3
+        assert kept.lines.count() == LINES
+    assert rows() == (2, 4, 6, 2 * LINES)  # nothing orphaned
+
+
+def test_the_report_counts_in_thousands_and_says_one_session() -> None:
+    lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(1200)]
+    recorded(timedelta(days=40), lines=lines, messages=[sent_message()])
+
+    output = purge("--older-than=30d")
+
+    assert output == (
+        "Deleted 1 session (1 message, 1 recipient, 1,200 transcript lines) "
+        "older than 2026-10-27 12:00:00 UTC.\n"
+    )
+    assert rows() == (0, 0, 0, 0)
+
+
+def test_dry_run_counts_and_deletes_nothing() -> None:
+    recorded(timedelta(days=40))
+    recorded(timedelta(days=35))
+    recorded(timedelta(days=1))
+
+    output = purge("--older-than", "30d", "--dry-run")
+
+    assert output == (
+        f"Would delete 2 sessions (4 messages, 6 recipients, {2 * LINES} transcript lines) "
+        "older than 2026-10-27 12:00:00 UTC.\n"
+    )
+    assert rows() == (3, 6, 9, 3 * LINES)
+
+
+def test_batches_of_two_delete_five_sessions_in_three_batches() -> None:
+    for days in range(40, 45):
+        recorded(timedelta(days=days))
+    new = recorded(timedelta(days=1))
+
+    output = purge("--older-than", "30d", "--batch-size", "2", verbosity=2)
+
+    batches = [line for line in output.splitlines() if line.startswith("Batch ")]
+    assert batches == [
+        f"Batch 1: deleted 2 sessions (4 messages, 6 recipients, {2 * LINES} transcript lines).",
+        f"Batch 2: deleted 2 sessions (4 messages, 6 recipients, {2 * LINES} transcript lines).",
+        f"Batch 3: deleted 1 session (2 messages, 3 recipients, {LINES} transcript lines).",
+    ]
+    assert output.splitlines()[-1].startswith("Deleted 5 sessions (10 messages, 15 recipients")
+    assert list(Session.objects.values_list("pk", flat=True)) == [new.pk]
+
+
+def test_batches_go_oldest_first_and_hold_at_most_the_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sessions = {days: recorded(timedelta(days=days)).pk for days in (45, 60, 40, 50, 55)}
+    batches: list[list[int]] = []
+    delete = sockmail_purge._delete
+
+    def spy(ids: list[int], using: str) -> sockmail_purge.Removed:
+        batches.append(ids)
+        return delete(ids, using)
+
+    monkeypatch.setattr(sockmail_purge, "_delete", spy)
+
+    purge("--older-than", "30d", "--batch-size", "2")
+
+    oldest_first = [sessions[days] for days in (60, 55, 50, 45, 40)]
+    assert batches == [oldest_first[:2], oldest_first[2:4], oldest_first[4:]]
+    assert not Session.objects.exists()
+
+
+def test_a_batch_takes_the_same_queries_however_much_it_deletes(
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    with CaptureQueriesContext(connection) as small:
+        purge("--older-than", "30d")
+    assert rows() == (0, 0, 0, 0)
+
+    # More sessions in the batch, and more messages than SQLite's 500 ids per DELETE.
+    many_lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(300)]
+    for days in range(40, 43):
+        recorded(timedelta(days=days), messages=[sent_message()] * 200, lines=many_lines)
+    with django_assert_num_queries(len(small.captured_queries)):
+        output = purge("--older-than", "30d")
+
+    assert "Deleted 3 sessions (600 messages, 600 recipients, 900 transcript lines)" in output
+    assert rows() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "retention", [30, 30.0, "30", timedelta(days=30)], ids=["int", "float", "str", "timedelta"]
+)
+def test_the_retention_setting_is_the_default_age(retention: object) -> None:
+    recorded(timedelta(days=40))
+    new = recorded(timedelta(days=20))
+
+    with override_settings(SOCKMAIL={"RETENTION": retention}):
+        output = purge()
+
+    assert output.startswith("Deleted 1 session (")
+    assert output.endswith("older than 2026-10-27 12:00:00 UTC.\n")
+    assert list(Session.objects.values_list("pk", flat=True)) == [new.pk]
+
+
+def test_older_than_wins_over_the_retention_setting() -> None:
+    recorded(timedelta(days=40))
+    recorded(timedelta(days=20))
+
+    with override_settings(SOCKMAIL={"RETENTION": 30}):
+        purge("--older-than", "10d")
+
+    assert not Session.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("age", "cutoff"),
+    [
+        ("30d", "2026-10-27 12:00:00"),
+        ("12h", "2026-11-26 00:00:00"),
+        ("90m", "2026-11-26 10:30:00"),
+        ("2w", "2026-11-12 12:00:00"),
+        ("45s", "2026-11-26 11:59:15"),
+        ("7", "2026-11-19 12:00:00"),
+        ("1.5d", "2026-11-25 00:00:00"),
+        (" 3H ", "2026-11-26 09:00:00"),
+    ],
+)
+def test_ages_in_each_unit(age: str, cutoff: str) -> None:
+    assert purge("--older-than", age, "--dry-run").endswith(f"older than {cutoff} UTC.\n")
+
+
+def test_no_age_and_no_retention_setting_is_an_error() -> None:
+    recorded(timedelta(days=400))
+
+    with override_settings(SOCKMAIL={}), pytest.raises(CommandError, match="--older-than"):
+        purge()
+
+    assert Session.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "age", ["abc", "0d", "0", "-1d", "-1", "", "10x", "d", "1.5.3d", "99999999999w"]
+)
+def test_a_bad_age_is_an_error(age: str) -> None:
+    recorded(timedelta(days=400))
+
+    with pytest.raises(CommandError, match="--older-than"):
+        purge(f"--older-than={age}")
+    with pytest.raises(CommandError, match="--older-than"):
+        purge(older_than=age)  # call_command() skips argparse for keyword options
+
+    assert Session.objects.count() == 1
+
+
+@pytest.mark.parametrize("retention", [0, -1, timedelta(0), "abc"])
+def test_a_bad_retention_setting_is_an_error(retention: object) -> None:
+    recorded(timedelta(days=400))
+
+    with (
+        override_settings(SOCKMAIL={"RETENTION": retention}),
+        pytest.raises(CommandError, match=r"SOCKMAIL\['RETENTION'\]"),
+    ):
+        purge()
+
+    assert Session.objects.count() == 1
+
+
+def test_an_age_before_year_one_is_an_error() -> None:
+    with pytest.raises(CommandError, match="before year 1"):
+        purge("--older-than", "1000000d")
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_a_batch_size_below_one_is_an_error(size: str) -> None:
+    recorded(timedelta(days=400))
+
+    with pytest.raises(CommandError, match="--batch-size"):
+        purge("--older-than", "30d", f"--batch-size={size}")
+
+    assert Session.objects.count() == 1
+
+
+def test_verbosity_zero_prints_nothing() -> None:
+    recorded(timedelta(days=40))
+
+    assert purge("--older-than", "30d", "--batch-size", "1", verbosity=0) == ""
+    assert not Session.objects.exists()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_every_query_goes_through_the_audit_database_alias(
+    monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
+    recorded(timedelta(days=40))
+    # A query that asked the router would go to a database that does not exist.
+    monkeypatch.setattr(router, "db_for_read", lambda model, **hints: "elsewhere")
+    monkeypatch.setattr(router, "db_for_write", lambda model, **hints: "elsewhere")
+
+    with override_settings(SOCKMAIL={"DATABASE": "default"}):
+        output = purge("--older-than", "30d", *(["--dry-run"] if dry_run else []))
+
+    assert output.startswith("Would delete 1 session" if dry_run else "Deleted 1 session")
+
+
+def test_without_the_database_setting_the_router_chooses() -> None:
+    recorded(timedelta(days=40))
+    chosen: list[type[Any]] = []
+
+    def db_for_write(model: type[Any], **hints: Any) -> str:
+        chosen.append(model)
+        return "default"
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(router, "db_for_write", db_for_write)
+        purge("--older-than", "30d")
+
+    assert chosen == [Session]
+    assert not Session.objects.exists()
