@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: ./scripts/test.sh [pytest arguments]
-# Sets up .venv, then runs ruff, mypy and pytest.
+# Sets up .venv (and Debian's Chromium for the browser tests), then runs ruff, mypy
+# and pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
 source scripts/services.sh
+source scripts/browser.sh
 ensure_venv test
 ensure_postgresql
+ensure_chromium
 
 echo "== ruff"
 .venv/bin/ruff check .
