@@ -7,26 +7,55 @@ auto-escaping templates and ``format_html``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import models
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Q, QuerySet
+from django.db.models.lookups import IStartsWith
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
+from django.utils.formats import date_format, number_format
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .models import Message, Recipient, Session, TranscriptLine
+from .models import (
+    SUBJECT_KEY_LENGTH,
+    Message,
+    Recipient,
+    Session,
+    TranscriptLine,
+    subject_key,
+)
 
 # The session page renders at most this many transcript lines and messages; the rest
 # are counted, and the messages are a link away in the message list.
 TRANSCRIPT_LINE_LIMIT = 5000
 MESSAGE_LIMIT = 500
+
+# An address search lists the ids of the messages to that recipient in its query, up
+# to this many (beyond, a subquery): see _search().
+RECIPIENT_ID_LIMIT = 1000
+
+# The transcript download reads the lines in batches of this many.
+TRANSCRIPT_BATCH = 2000
+
+SEARCH_HELP_TEXT = (
+    "An address (envelope sender or recipient, any case) or a Message-ID (with or "
+    "without <>), exactly; a queue id, exactly; or the beginning of the subject, in any "
+    "case. Each is an index lookup, so there is no search for a word inside a text."
+)
 
 _M = TypeVar("_M", bound=models.Model)
 _P = TypeVar("_P", bound=models.Model)
@@ -52,6 +81,7 @@ _STATUS_ICONS: dict[str, str] = {
     Message.Status.PARTIAL: "alert",
     Message.Status.FAILED: "no",
     Message.Status.NOT_SENT: "unknown",
+    Message.Status.UNKNOWN: "alert",
 }
 
 _LINE_KINDS: dict[str, tuple[str, str]] = {
@@ -83,8 +113,82 @@ def status_icon(value: str, label: str) -> SafeString:
     )
 
 
+class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
+    """A paginator that never counts a whole table.
+
+    The stock paginator counts every row that the list shows, on every page view: a
+    scan of the whole table (or of an index of it) that grows with the table. This one
+    counts at most ``count_limit + 1`` rows, in a sliced subquery that works on every
+    database; past the limit it reports ``count_limit`` rows (so the last page is a
+    full one), sets ``capped``, and the list reads "more than ``count_limit``". Pages
+    beyond the limit are not offered: a filter or a search narrows the list instead.
+    """
+
+    count_limit = 10_000
+
+    @cached_property
+    def _counted(self) -> int:
+        object_list = self.object_list
+        limit = self.count_limit
+        if isinstance(object_list, QuerySet):
+            # Without ORDER BY the database may count along any index that fits the
+            # filter; the LIMIT lets it stop at limit + 1 rows.
+            return object_list.order_by()[: limit + 1].count()
+        return len(object_list)
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._counted, self.count_limit)
+
+    @property
+    def capped(self) -> bool:
+        """Whether there are more rows than ``count`` says."""
+        return self._counted > self.count_limit
+
+
+class _CountedAsText:
+    """A change list as the stock pagination template sees it: everything as it is,
+    except the result count, which reads "more than N"."""
+
+    def __init__(self, changelist: ChangeList, result_count: str) -> None:
+        self._changelist = changelist
+        self.result_count = result_count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._changelist, name)
+
+
+class AuditLogChangeList(ChangeList):
+    """The change list of the audit log, for the templates in
+    ``admin/django_sockmail/`` that show a capped count as "more than N"."""
+
+    @property
+    def count_capped(self) -> bool:
+        return bool(getattr(self.paginator, "capped", False))
+
+    @property
+    def for_pagination(self) -> ChangeList | _CountedAsText:
+        if not self.count_capped:
+            return self
+        limit = number_format(self.paginator.count, force_grouping=True)
+        return _CountedAsText(self, f"more than {limit}")
+
+
 class AuditLogAdmin(_ModelAdmin[_M]):
-    """Read-only: the log is written by the recorder, never by hand."""
+    """Read-only: the log is written by the recorder, never by hand.
+
+    Built for tables of millions of rows: no full count (:class:`CappedCountPaginator`),
+    no facet counts, no date hierarchy (it reads every row's date), sorting only by
+    indexed columns, and searches that are index lookups.
+    """
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    search_help_text = SEARCH_HELP_TEXT
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return AuditLogChangeList
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -117,6 +221,150 @@ def _line_row(line: TranscriptLine) -> _LineRow:
     return _LineRow(line, kind, prefix)
 
 
+@dataclass(frozen=True)
+class _Search:
+    """What a search term matches: ``messages``, a condition on the message table alone,
+    and, rarely, ``recipients`` too many to list in it (see :func:`_search`)."""
+
+    messages: Q
+    recipients: QuerySet[Recipient] | None = None
+
+
+def _search(term: str) -> _Search:
+    """The messages that a search term matches (see :data:`SEARCH_HELP_TEXT`).
+
+    Each alternative is an index lookup (see the indexes of
+    :class:`~django_sockmail.models.Message` and :class:`~django_sockmail.models.Recipient`),
+    and all of them are conditions on the message table, so their OR is one (a bitmap
+    OR on PostgreSQL). That leaves the database free to choose: find the few matches
+    first, or, when a term matches many messages (a sender of every twentieth), walk the
+    list in its order and stop after a page. An address is looked up among the
+    recipients beforehand (one query) and the ids of their messages go into the
+    condition; an address with more than :data:`RECIPIENT_ID_LIMIT` messages is left
+    as a subquery, for the callers to unite with the rest (``UNION ALL``: still index
+    lookups, and nothing made DISTINCT).
+    """
+    bare = _unbracketed(term)
+    match = Q(message_id__in=sorted({bare, f"<{bare}>"})) | Q(queue_id=term)
+    # The subject index holds the subject's first SUBJECT_KEY_LENGTH characters; a
+    # longer term is checked against the whole subject among the rows that it finds.
+    subject = Q(IStartsWith(subject_key(), term[:SUBJECT_KEY_LENGTH]))
+    if len(term) > SUBJECT_KEY_LENGTH:
+        subject &= Q(subject__istartswith=term)
+    match |= subject
+    if "@" not in bare:
+        return _Search(match)
+    match |= Q(envelope_from__iexact=bare)
+    recipients = Recipient.objects.filter(address__iexact=bare).order_by()
+    message_ids = list(recipients.values_list("message_id", flat=True)[: RECIPIENT_ID_LIMIT + 1])
+    if len(message_ids) > RECIPIENT_ID_LIMIT:
+        return _Search(match, recipients)
+    if message_ids:
+        match |= Q(pk__in=message_ids)
+    return _Search(match)
+
+
+def _unbracketed(term: str) -> str:
+    return term[1:-1] if term.startswith("<") and term.endswith(">") else term
+
+
+# Control characters other than tab and newline, which a terminal would act upon.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Text as it may go into a plain-text file that people ``cat``: every control
+    character (an escape sequence from a hostile server, a bare CR) as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def transcript_header(session: Session) -> list[str]:
+    """The lines above the conversation in a transcript download."""
+    security = session.get_security_display()
+    rows = [
+        ("Server", f"{session.endpoint} ({security})"),
+        ("Peer", session.peer_address),
+        ("Local", session.local_address),
+        ("Started", timestamp(session.started_at)),
+        ("Ended", timestamp(session.ended_at)),
+    ]
+    duration = session.duration
+    if duration is not None:
+        rows.append(("Duration", f"{duration.total_seconds():.3f} s"))
+    if session.tls_version:
+        rows += [
+            ("TLS", f"{session.tls_version} {session.tls_cipher}".strip()),
+            ("Certificate subject", session.tls_peer_subject),
+            ("Certificate issuer", session.tls_peer_issuer),
+            (
+                "Certificate valid",
+                f"{session.tls_peer_not_before} to {session.tls_peer_not_after}",
+            ),
+            ("Certificate SHA-256", session.tls_peer_fingerprint),
+        ]
+    else:
+        rows.append(("TLS", "none"))
+    rows += [
+        ("Status", session.get_status_display()),
+        ("Error", session.error),
+        ("Messages", f"{session.message_count} ({session.sent_count} sent)"),
+    ]
+    return [
+        f"SMTP session {session.pk}",
+        *(f"{label}: {_printable(value)}" for label, value in rows if value),
+    ]
+
+
+def transcript_line(offset_ms: float, direction: str, text: str) -> str:
+    """One line of the conversation, e.g. ``+12.345ms C: EHLO client.example.org``;
+    the continuation lines of a multi-line text (the header block) are indented."""
+    _, prefix = _LINE_KINDS.get(direction, ("info", direction))
+    lead = f"+{offset_ms:.3f}ms {prefix} "
+    first, *rest = _printable(text).split("\n")
+    indent = " " * len(lead)
+    return "\n".join([lead + first, *(indent + line for line in rest)])
+
+
+def transcript_text(session: Session) -> Iterator[str]:
+    """The whole transcript as plain text, a chunk at a time: the header, a blank line,
+    then every line of the conversation. The lines are read in batches by ``seq`` (the
+    unique index), so neither memory nor any query grows with the transcript."""
+    yield "\n".join(transcript_header(session)) + "\n\n"
+    after = 0
+    while True:
+        batch = list(
+            TranscriptLine.objects.filter(session=session, seq__gt=after)
+            .order_by("seq")
+            .values_list("seq", "offset_ms", "direction", "text")[:TRANSCRIPT_BATCH]
+        )
+        if not batch:
+            return
+        yield "".join(transcript_line(o, d, t) + "\n" for _, o, d, t in batch)
+        after = batch[-1][0]
+
+
+@dataclass(frozen=True)
+class _RecipientRow:
+    message: _MessageRow
+    recipient: Recipient
+    outcome: SafeString
+
+
+def _recipient_outcome(recipient: Recipient) -> SafeString:
+    """The admin's icon and a word for what became of a recipient."""
+    if recipient.reply_code is None:
+        icon, outcome = "unknown", "not offered"
+    elif recipient.accepted:
+        icon, outcome = "yes", "accepted"
+    else:
+        icon, outcome = "no", "refused"
+    return format_html(
+        '<img src="{}" alt="" class="sockmail-status-icon"> {}',
+        static(f"admin/img/icon-{icon}.svg"),
+        outcome,
+    )
+
+
 @admin.register(Session)
 class SessionAdmin(AuditLogAdmin[Session]):
     list_display = (
@@ -128,16 +376,20 @@ class SessionAdmin(AuditLogAdmin[Session]):
         "message_count",
         "sent_count",
     )
+    # Each filter has an index that yields its rows newest first (see Session.Meta).
     list_filter = ("status", "security", ("started_at", admin.DateFieldListFilter))
-    date_hierarchy = "started_at"
+    # Only the order that an index gives; sorting a million rows by anything else
+    # would sort them all for each page.
+    sortable_by = ("started",)
+    # What is searched, for the reader; the admin shows its search box when this is set.
+    # The search itself is get_search_results().
     search_fields = (
-        "=host",
         "messages__envelope_from",
         "messages__recipients__address",
         "messages__message_id",
+        "messages__queue_id",
         "messages__subject",
     )
-    show_full_result_count = False
     fieldsets = (
         (
             None,
@@ -193,6 +445,54 @@ class SessionAdmin(AuditLogAdmin[Session]):
             '<a href="{}?session__id__exact={}">All messages of this session</a>', url, obj.pk
         )
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Session], bool]:
+        """Sessions with a message that matches (see :func:`_search`): ``id IN
+        (SELECT session_id FROM message WHERE ...)``, a semi-join that the database may
+        drive from the matching messages (few) or from the sessions in list order
+        (many), and that makes nothing DISTINCT. (``EXISTS(messages) OR
+        EXISTS(recipients)`` could only test the sessions one by one, all of them when
+        the term is rare.)"""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        search = _search(term)
+        session_ids = Message.objects.filter(search.messages).order_by().values("session_id")
+        if search.recipients is not None:
+            session_ids = session_ids.union(
+                search.recipients.values("message__session_id"), all=True
+            )
+        return queryset.filter(pk__in=session_ids), False
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.opts
+        return [
+            path(
+                "<path:object_id>/transcript/",
+                self.admin_site.admin_view(self.transcript_view),
+                name=f"{opts.app_label}_{opts.model_name}_transcript",
+            ),
+            *super().get_urls(),
+        ]
+
+    def transcript_view(self, request: HttpRequest, object_id: str) -> StreamingHttpResponse:
+        """The transcript as a plain-text download, for whoever may view the session."""
+        session = self.get_object(request, unquote(object_id))
+        if session is None:
+            raise Http404("No such SMTP session.")
+        if not self.has_view_permission(request, session):
+            raise PermissionDenied
+        response = StreamingHttpResponse(
+            transcript_text(session), content_type="text/plain; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="sockmail-session-{session.pk}.txt"'
+        )
+        # The text is the server's: never let a browser guess that it is HTML.
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -215,22 +515,33 @@ class SessionAdmin(AuditLogAdmin[Session]):
         if line_total > TRANSCRIPT_LINE_LIMIT:
             lines = lines[:TRANSCRIPT_LINE_LIMIT]
             line_total = session.lines.count()
+        message_rows = [
+            _MessageRow(
+                message,
+                reverse(
+                    f"{self.admin_site.name}:django_sockmail_message_change",
+                    args=[message.pk],
+                    current_app=self.admin_site.name,
+                ),
+                status_icon(message.status, message.get_status_display()),
+            )
+            for message in messages
+        ]
         return {
-            "sockmail_messages": [
-                _MessageRow(
-                    message,
-                    reverse(
-                        f"{self.admin_site.name}:django_sockmail_message_change",
-                        args=[message.pk],
-                        current_app=self.admin_site.name,
-                    ),
-                    status_icon(message.status, message.get_status_display()),
-                )
-                for message in messages
-            ],
+            "sockmail_messages": message_rows,
             "sockmail_messages_hidden": max(session.message_count - len(messages), 0),
+            "sockmail_recipients": [
+                _RecipientRow(row, recipient, _recipient_outcome(recipient))
+                for row in message_rows
+                for recipient in row.message.recipients.all()
+            ],
             "sockmail_lines": [_line_row(line) for line in lines],
             "sockmail_lines_hidden": line_total - len(lines),
+            "sockmail_transcript_url": reverse(
+                f"{self.admin_site.name}:django_sockmail_session_transcript",
+                args=[session.pk],
+                current_app=self.admin_site.name,
+            ),
         }
 
 
@@ -267,11 +578,16 @@ class MessageAdmin(AuditLogAdmin[Message]):
         "queue_id",
         "session_link",
     )
+    # status: (status, -id) index; the date: the session's started_at index.
     list_filter = ("status", ("session__started_at", admin.DateFieldListFilter))
-    search_fields = ("envelope_from", "recipients__address", "message_id", "subject", "queue_id")
+    # What is searched, for the reader; the admin shows its search box when this is set.
+    # The search itself is get_search_results().
+    search_fields = ("envelope_from", "recipients__address", "message_id", "queue_id", "subject")
+    # Each row shows its session: joined in, not fetched row by row.
     list_select_related = ("session",)
-    show_full_result_count = False
     ordering = ("-id",)
+    # Newest first by id, or by the session's start (its index, then the join).
+    sortable_by = ("session_started_at",)
     fieldsets = (
         (
             None,
@@ -296,6 +612,25 @@ class MessageAdmin(AuditLogAdmin[Message]):
     )
     readonly_fields = ("session_link", "status_display", "headers_display")
     inlines = (RecipientInline,)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        """Messages that match (see :func:`_search`): a condition on the message table,
+        no join, nothing DISTINCT."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        search = _search(term)
+        if search.recipients is None:
+            return queryset.filter(search.messages), False
+        message_ids = (
+            Message.objects.filter(search.messages)
+            .order_by()
+            .values("pk")
+            .union(search.recipients.values("message_id"), all=True)
+        )
+        return queryset.filter(pk__in=message_ids), False
 
     @admin.display(description="time", ordering="session__started_at")
     def session_started_at(self, obj: Message) -> str:
