@@ -28,7 +28,7 @@ from .smtp.errors import (
 )
 from .smtp.protocol import new_outcome
 from .smtp.results import PARTIAL, SENT, UNKNOWN, MessageOutcome
-from .transcript import MessageRecord, Transcript, header_block
+from .transcript import INFO, MessageRecord, Transcript, header_block
 
 logger = logging.getLogger("django_sockmail")
 
@@ -102,7 +102,38 @@ class EmailBackend(BaseEmailBackend):
 
     @property
     def security(self) -> Security:
-        return "ssl" if self.use_ssl else "starttls" if self.use_tls else "none"
+        if self.use_ssl:
+            return "ssl"
+        if self.use_tls:
+            return "starttls"
+        return "opportunistic" if conf.OPPORTUNISTIC_TLS else "none"
+
+    def _client(self, listener: Transcript) -> SMTPClient:
+        token_source = conf.OAUTH2_TOKEN
+        token = token_source(self.username) if token_source and self.username else ""
+        if conf.DANGEROUSLY_SKIP_TLS_VERIFICATION and self.security != "none":
+            logger.warning(
+                "TLS certificate verification is OFF for %s:%s "
+                "(SOCKMAIL['DANGEROUSLY_SKIP_TLS_VERIFICATION'])",
+                self.host,
+                self.port,
+            )
+            listener.add_line(INFO, "TLS certificate verification is disabled by settings")
+        return SMTPClient(
+            self.host,
+            int(self.port),
+            security=self.security,
+            timeout=self.timeout,
+            local_hostname=conf.LOCAL_HOSTNAME,
+            ssl_context=self.ssl_context if self.security != "none" else None,
+            # Like Django's backend: log in only with a user and a password (or token).
+            username=self.username if self.username and (self.password or token) else "",
+            password=self.password or "",
+            oauth2_token=token,
+            auth_mechanism=conf.AUTH_MECHANISM,
+            allow_cleartext_auth=conf.ALLOW_CLEARTEXT_AUTH,
+            listener=listener,
+        )
 
     def open(self) -> bool | None:
         """Open a session. True if it opened one, False if one was open already,
@@ -113,31 +144,23 @@ class EmailBackend(BaseEmailBackend):
             transcript = Transcript(
                 host=self.host,
                 port=int(self.port),
-                security=self.security,
+                # An opportunistic session is "none" until TLS is up.
+                security=self.security if self.security != "opportunistic" else "none",
                 content_mode=conf.STORE_CONTENT,
                 content_max_bytes=conf.CONTENT_MAX_BYTES,
             )
             try:
-                client = SMTPClient(
-                    self.host,
-                    int(self.port),
-                    security=self.security,
-                    timeout=self.timeout,
-                    local_hostname=conf.LOCAL_HOSTNAME,
-                    ssl_context=self.ssl_context if self.use_tls or self.use_ssl else None,
-                    # Like Django's backend: log in only with both a user and a password.
-                    username=self.username if self.username and self.password else "",
-                    password=self.password or "",
-                    listener=transcript,
-                )
+                client = self._client(transcript)
                 client.open()
-            except OSError as exc:  # SMTPError, or e.g. an unreadable EMAIL_SSL_CERTFILE
+            except Exception as exc:  # a failed session is recorded too
                 if not transcript.error:
                     transcript.on_error(exc)
                 self._record(transcript)
-                if not self.fail_silently:
-                    raise
-                return None
+                # Like Django's backend: fail_silently covers OSError (so SMTPError,
+                # or an unreadable EMAIL_SSL_CERTFILE), not programming errors.
+                if self.fail_silently and isinstance(exc, OSError):
+                    return None
+                raise
             self.connection, self._transcript = client, transcript
             return True
 
@@ -246,7 +269,12 @@ class EmailBackend(BaseEmailBackend):
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context; override it in a subclass for a private CA and the like,
         as with Django's backend."""
-        return create_ssl_context(self.ssl_certfile, self.ssl_keyfile)
+        return create_ssl_context(
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            cafile=conf.SSL_CAFILE,
+            verify=not conf.DANGEROUSLY_SKIP_TLS_VERIFICATION,
+        )
 
     def _record(self, transcript: Transcript) -> None:
         if not conf.RECORD_SESSIONS:

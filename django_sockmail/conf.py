@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
 
@@ -26,6 +28,48 @@ class Settings:
         """The name to give in EHLO (default: this machine's FQDN, like smtplib)."""
         value = self._get("LOCAL_HOSTNAME", None)
         return str(value) if value else None
+
+    @property
+    def SSL_CAFILE(self) -> str | None:
+        """A CA bundle to trust instead of the system's (PEM file path)."""
+        value = self._get("SSL_CAFILE", None)
+        return str(value) if value else None
+
+    @property
+    def DANGEROUSLY_SKIP_TLS_VERIFICATION(self) -> bool:
+        """Accept any certificate from any host. For test servers only: it makes TLS
+        worthless against anyone on the path. Every session logs a warning."""
+        return bool(self._get("DANGEROUSLY_SKIP_TLS_VERIFICATION", False))
+
+    @property
+    def OPPORTUNISTIC_TLS(self) -> bool:
+        """Without EMAIL_USE_TLS/SSL: use STARTTLS when the server offers it, and carry
+        on in cleartext when it does not. (EMAIL_USE_TLS never falls back.)"""
+        return bool(self._get("OPPORTUNISTIC_TLS", False))
+
+    @property
+    def ALLOW_CLEARTEXT_AUTH(self) -> bool:
+        """Send credentials over an unencrypted connection to a server that is not on
+        loopback (default False: such a session fails before AUTH)."""
+        return bool(self._get("ALLOW_CLEARTEXT_AUTH", False))
+
+    @property
+    def AUTH_MECHANISM(self) -> str:
+        """Pin the AUTH mechanism ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"); default:
+        the strongest the server offers."""
+        return str(self._get("AUTH_MECHANISM", "") or "")
+
+    @property
+    def OAUTH2_TOKEN(self) -> Callable[[str], str] | None:
+        """A callable (or its dotted path) taking the username and returning a fresh
+        OAuth 2.0 access token, for XOAUTH2. Called for every session."""
+        value = self._get("OAUTH2_TOKEN", None)
+        if isinstance(value, str):
+            value = import_string(value)
+        if value is not None and not callable(value):
+            raise ImproperlyConfigured("SOCKMAIL['OAUTH2_TOKEN'] must be a callable")
+        token_source: Callable[[str], str] | None = value
+        return token_source
 
     @property
     def STORE_CONTENT(self) -> str:

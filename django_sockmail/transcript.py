@@ -124,6 +124,8 @@ class Transcript:
 
     def on_tls(self, info: TLSInfo) -> None:
         self.tls = info
+        if self.security == "none":  # an opportunistic STARTTLS that succeeded
+            self.security = "starttls"
         self.add_line(INFO, f"TLS established: {info.version} {info.cipher}")
 
     def on_closed(self) -> None:

@@ -24,6 +24,11 @@ def login_response(value: str) -> str:
     return _b64(value.encode())
 
 
+def xoauth2(username: str, token: str) -> str:
+    """Google's and Microsoft's XOAUTH2: the user and an OAuth 2.0 bearer token."""
+    return _b64(f"user={username}\x01auth=Bearer {token}\x01\x01".encode())
+
+
 def cram_md5(username: str, password: str, challenge: str) -> str:
     """RFC 2195: the username and the HMAC-MD5 of the server's base64 challenge."""
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import socket
 import ssl
 from collections import deque
@@ -15,8 +16,10 @@ from . import protocol
 from .data import normalize_line_endings
 from .envelope import Envelope
 from .errors import (
+    SMTPCommandError,
     SMTPConnectError,
     SMTPError,
+    SMTPNotSupportedError,
     SMTPProtocolError,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -27,7 +30,9 @@ from .replies import Reply, ReplyParser
 from .results import UNKNOWN, MessageOutcome
 
 T = TypeVar("T")
-Security = Literal["none", "starttls", "ssl"]
+# "opportunistic": STARTTLS when the server offers it, else carry on in cleartext.
+# Only ever on request; "starttls" never falls back.
+Security = Literal["none", "starttls", "ssl", "opportunistic"]
 RECV_SIZE = 65536
 
 
@@ -38,12 +43,20 @@ def _fqdn() -> str:
 
 
 def create_ssl_context(
-    certfile: str | None = None, keyfile: str | None = None, cafile: str | None = None
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    cafile: str | None = None,
+    *,
+    verify: bool = True,
 ) -> ssl.SSLContext:
-    """A verifying client context (system trust store, so SSL_CERT_FILE/SSL_CERT_DIR
-    apply), at least TLS 1.2, with an optional client certificate."""
+    """A verifying client context, at least TLS 1.2, with an optional client
+    certificate. It trusts the system store (so SSL_CERT_FILE/SSL_CERT_DIR apply),
+    or only ``cafile`` when one is given. ``verify=False`` checks nothing at all."""
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     if certfile:
         try:
             context.load_cert_chain(certfile, keyfile)
@@ -51,6 +64,17 @@ def create_ssl_context(
             message = f"Could not load the client certificate {certfile!r}: {exc}"
             raise SMTPTLSError(message) from exc
     return context
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def _format_address(address: object) -> str:
@@ -101,6 +125,9 @@ class SMTPClient:
         ssl_context: ssl.SSLContext | None = None,
         username: str = "",
         password: str = "",
+        oauth2_token: str = "",
+        auth_mechanism: str = "",
+        allow_cleartext_auth: bool = False,
         listener: SessionListener | None = None,
     ) -> None:
         self.host = host
@@ -110,7 +137,10 @@ class SMTPClient:
         self.local_hostname = local_hostname
         self.ssl_context = ssl_context
         self.username = username
-        self._password = password
+        self._credentials = protocol.Credentials(
+            username, password, oauth2_token, mechanism=auth_mechanism
+        )
+        self.allow_cleartext_auth = allow_cleartext_auth
         self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
         # RSET before a transaction that follows a completed one, for a clean slate; a
@@ -139,13 +169,23 @@ class SMTPClient:
                 raise SMTPConnectError(greeting)
             name = self.local_hostname or self._default_local_hostname()
             self.capabilities = self._run(protocol.hello(name))
-            if self.security == "starttls":
-                self._run(protocol.starttls(self.capabilities))
-                self._start_tls()
-                # RFC 3207 §4.2: forget everything learnt before TLS and ask again.
-                self.capabilities = self._run(protocol.hello(name))
+            if self.security == "starttls" or (
+                self.security == "opportunistic" and self.capabilities.has("STARTTLS")
+            ):
+                # With "starttls" a missing STARTTLS or a refusal raises here, before
+                # any AUTH or MAIL: never a silent cleartext session.
+                try:
+                    self._run(protocol.starttls(self.capabilities))
+                except SMTPCommandError:
+                    if self.security != "opportunistic":
+                        raise
+                else:
+                    self._start_tls()
+                    # RFC 3207 §4.2: forget everything learnt before TLS and ask again.
+                    self.capabilities = self._run(protocol.hello(name))
             if self.username:
-                self._run(protocol.authenticate(self.capabilities, self.username, self._password))
+                self._check_auth_is_safe()
+                self._run(protocol.authenticate(self.capabilities, self._credentials))
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -298,6 +338,23 @@ class SMTPClient:
                 self.listener.on_reply(reply)
                 self._replies.append(reply)
         return self._replies.popleft()
+
+    @property
+    def is_encrypted(self) -> bool:
+        return isinstance(self._sock, ssl.SSLSocket)
+
+    def _check_auth_is_safe(self) -> None:
+        # Credentials in cleartext can be read by anyone on the path; on loopback
+        # there is no path. Anything else needs TLS or the user's explicit consent.
+        if self.is_encrypted or self.allow_cleartext_auth:
+            return
+        assert self._sock is not None
+        if not is_loopback(self._sock.getpeername()[0]):
+            raise SMTPNotSupportedError(
+                f"Refusing to send credentials to {self.host} over an unencrypted "
+                "connection: use EMAIL_USE_TLS or EMAIL_USE_SSL, or set "
+                "SOCKMAIL['ALLOW_CLEARTEXT_AUTH'] = True"
+            )
 
     def _default_local_hostname(self) -> str:
         # Like smtplib: the FQDN when it looks like one, else the address literal.

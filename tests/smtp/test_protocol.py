@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import TypeVar
 
 import pytest
@@ -86,14 +87,14 @@ def test_starttls_needs_the_capability_and_a_220() -> None:
 
 
 def test_auth_plain_is_redacted() -> None:
-    _, sent = run(protocol.authenticate(CAPS, "alice", "s3cret"), ["235 ok"])
+    _, sent = run(protocol.authenticate(CAPS, protocol.Credentials("alice", "s3cret")), ["235 ok"])
     assert sent == ["AUTH PLAIN ********"]
 
 
 def test_auth_login_lines_are_redacted() -> None:
     caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "LOGIN"})
     _, sent = run(
-        protocol.authenticate(caps, "alice", "s3cret"),
+        protocol.authenticate(caps, protocol.Credentials("alice", "s3cret")),
         ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", "235 ok"],
     )
     assert sent == ["AUTH LOGIN", "********", "********"]
@@ -103,7 +104,7 @@ def test_auth_cram_md5_is_preferred_and_answers_the_challenge() -> None:
     caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "PLAIN LOGIN CRAM-MD5"})
     # RFC 2195's example: the digest of this challenge under "tanstaaftanstaaf".
     challenge = "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+"
-    exchange = protocol.authenticate(caps, "tim", "tanstaaftanstaaf")
+    exchange = protocol.authenticate(caps, protocol.Credentials("tim", "tanstaaftanstaaf"))
     assert next(exchange)[0].display == "AUTH CRAM-MD5"
     [answer] = exchange.send([reply(f"334 {challenge}")])
     assert answer.display == "********"
@@ -114,14 +115,56 @@ def test_auth_cram_md5_is_preferred_and_answers_the_challenge() -> None:
 
 def test_auth_refused() -> None:
     with pytest.raises(SMTPAuthenticationError) as info:
-        run(protocol.authenticate(CAPS, "alice", "wrong"), ["535 5.7.8 bad credentials"])
+        run(
+            protocol.authenticate(CAPS, protocol.Credentials("alice", "wrong")),
+            ["535 5.7.8 bad credentials"],
+        )
     assert info.value.smtp_code == 535
+
+
+def test_auth_xoauth2_is_chosen_with_a_token_and_redacted() -> None:
+    caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "PLAIN LOGIN XOAUTH2"})
+    credentials = protocol.Credentials("alice@example.org", oauth2_token="ya29.token")
+    exchange = protocol.authenticate(caps, credentials)
+    [first] = next(exchange)
+    assert first.display == "AUTH XOAUTH2 ********"
+    expected = base64.b64encode(b"user=alice@example.org\x01auth=Bearer ya29.token\x01\x01")
+    assert first.wire == b"AUTH XOAUTH2 " + expected + b"\r\n"
+    # A refused token: the server sends a base64 JSON report; the client answers empty.
+    [empty] = exchange.send([reply("334 eyJzdGF0dXMiOiI0MDEifQ==")])
+    assert empty.wire == b"\r\n"
+    with pytest.raises(SMTPAuthenticationError):
+        exchange.send([reply("535 5.7.8 token expired")])
+
+
+def test_auth_strongest_offered_unless_pinned() -> None:
+    caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "LOGIN PLAIN CRAM-MD5"})
+    password = protocol.Credentials("u", "p")
+    assert protocol.choose_mechanism(caps, password) == "CRAM-MD5"
+    pinned = protocol.Credentials("u", "p", mechanism="login")
+    assert protocol.choose_mechanism(caps, pinned) == "LOGIN"
+    with pytest.raises(SMTPNotSupportedError, match="XOAUTH2"):
+        protocol.choose_mechanism(caps, protocol.Credentials("u", "p", mechanism="XOAUTH2"))
+    with pytest.raises(ValueError):
+        protocol.choose_mechanism(caps, protocol.Credentials("u", "p", mechanism="NTLM"))
+    # Without a token XOAUTH2 is never chosen; with one, only XOAUTH2 is.
+    oauth = protocol.Capabilities(esmtp=True, extensions={"AUTH": "XOAUTH2 PLAIN"})
+    assert protocol.choose_mechanism(oauth, password) == "PLAIN"
+    token = protocol.Credentials("u", oauth2_token="t")
+    assert protocol.choose_mechanism(oauth, token) == "XOAUTH2"
+    with pytest.raises(SMTPNotSupportedError):
+        protocol.choose_mechanism(caps, token)
+
+
+def test_credentials_never_show_in_repr() -> None:
+    text = repr(protocol.Credentials("alice", "s3cret", oauth2_token="tok3n"))
+    assert "alice" in text and "s3cret" not in text and "tok3n" not in text
 
 
 def test_auth_needs_a_mechanism_we_know() -> None:
     caps = protocol.Capabilities(esmtp=True, extensions={"AUTH": "GSSAPI"})
     with pytest.raises(SMTPNotSupportedError):
-        run(protocol.authenticate(caps, "alice", "pw"), [])
+        run(protocol.authenticate(caps, protocol.Credentials("alice", "pw")), [])
 
 
 def test_transaction_sends_size_and_every_recipient() -> None:
