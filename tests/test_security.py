@@ -21,6 +21,7 @@ from django.test import override_settings
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session
 from django_sockmail.smtp import client as smtp_client
+from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.servers import Conversation, SMTPServer, authenticator, backend_for
 from tests.test_auth import database_text, secret_forms
 
@@ -294,3 +295,53 @@ def test_no_secret_in_database_logs_exceptions_or_reprs(
     assert Session.objects.exists()
     for secret in [*secret_forms(PASSWORD), TOKEN, base64.b64encode(TOKEN.encode()).decode()]:
         assert secret not in exposed, secret
+
+
+# Hostile servers: replies that would exhaust memory, or are not SMTP at all
+
+
+def endless_multiline(c: Conversation) -> None:
+    c.send(b"220 scripted.test\r\n")
+    c.readline()
+    for _ in range(5000):  # far past any honest EHLO reply; the client must give up
+        c.send(b"250-" + b"X" * 60 + b"\r\n")
+
+
+def endless_line(c: Conversation) -> None:
+    c.send(b"220 scripted.test\r\n")
+    c.readline()
+    for _ in range(200):  # 1.6 MB and no line end
+        c.send(b"2" * 8192)
+
+
+def mixed_codes(c: Conversation) -> None:
+    c.send(b"220 scripted.test\r\n")
+    c.readline()
+    c.send(b"250-scripted.test\r\n550 changed my mind\r\n")
+
+
+def not_smtp(c: Conversation) -> None:
+    c.send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("script", "says"),
+    [
+        (endless_multiline, "too large"),
+        (endless_line, "too long"),
+        (mixed_codes, "code changed"),
+        (not_smtp, "malformed"),
+    ],
+)
+def test_hostile_replies_end_in_a_protocol_error_and_a_record(
+    scripted: Any, script: Callable[[Conversation], None], says: str
+) -> None:
+    server = scripted(script)
+    with pytest.raises(SMTPProtocolError, match=says) as info:
+        backend_for(server).send_messages([message()])
+    assert isinstance(info.value, smtplib.SMTPException)
+    session = Session.objects.get()
+    assert session.status == "failed" and "SMTPProtocolError" in session.error
+    # What was kept of the flood is bounded by the parser's limits.
+    assert sum(len(line.text) for line in session.lines.all()) < 300_000
+    assert not any(line.startswith(b"MAIL") for line in server.lines)
