@@ -240,8 +240,10 @@ def test_skipping_verification_is_possible_loud_and_recorded(
     make_smtpd: Any, server_cert: trustme.LeafCert, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = tls_server(make_smtpd, server_cert, require_starttls=True)
-    with pytest.raises(smtplib.SMTPException):  # untrusted CA: refused by default
+    with pytest.raises(smtplib.SMTPException) as info:  # untrusted CA: refused by default
         backend_for(server, use_tls=True).send_messages([message()])
+    assert str(info.value).startswith("TLS with")  # a sentence, not a tuple
+    assert Session.objects.get().error.startswith("SMTPTLSError: TLS with")
     with (
         override_settings(SOCKMAIL={"DANGEROUSLY_SKIP_TLS_VERIFICATION": True}),
         caplog.at_level(logging.WARNING, logger="django_sockmail"),

@@ -69,6 +69,10 @@ class SMTPNotSupportedError(SMTPError, smtplib.SMTPNotSupportedError):
 class SMTPTLSError(SMTPError, ssl.SSLError):
     """TLS could not be set up (handshake or certificate verification failed)."""
 
+    def __str__(self) -> str:
+        # ssl.SSLError would show a one-argument error as a tuple.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
 
 class SMTPConnectError(_ReplyError, smtplib.SMTPConnectError):
     """No session: the connection failed, or the server refused it in its greeting."""

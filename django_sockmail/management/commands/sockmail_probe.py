@@ -1,0 +1,348 @@
+"""``manage.py sockmail_probe``: open one SMTP session to a server and show all of it.
+
+Like swaks, with this project's client: connect, EHLO, STARTTLS or implicit TLS, AUTH
+when asked, QUIT; no mail is sent. Every line is printed as it happens, then what the
+session showed: the server's capabilities, the TLS version and cipher, the certificate.
+The session goes to the audit log like any other, failed ones included, so a probe
+leaves the same record a real delivery would.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import os
+import smtplib
+import ssl
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_sockmail.conf import conf
+from django_sockmail.recorder import record
+from django_sockmail.smtp.client import Security, SMTPClient, create_ssl_context
+from django_sockmail.smtp.events import SessionListener, TLSInfo
+from django_sockmail.smtp.protocol import Capabilities
+from django_sockmail.smtp.replies import Reply
+from django_sockmail.transcript import CLIENT, FAILED, INFO, Line, Transcript
+
+PASSWORD_ENV = "SOCKMAIL_PROBE_PASSWORD"
+# RFC 5321 relay, RFC 6409 submission with STARTTLS, RFC 8314 implicit TLS.
+DEFAULT_PORTS: dict[Security, int] = {"none": 25, "starttls": 587, "ssl": 465}
+DEFAULT_TIMEOUT = 30.0
+
+
+def parse_target(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST[:PORT]`` as host and port: a name, an IPv4 address, ``[IPv6]`` with or
+    without ``:PORT``, or a bare IPv6 address (which cannot take a port)."""
+    text = text.strip()
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or not _is_ipv6(inside):
+            raise ValueError(f"{text!r}: brackets must hold an IPv6 address, as in [::1]:25")
+        host = inside
+        if not rest:
+            return host, default_port
+        if not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected :PORT after the ]")
+        port_text = rest[1:]
+    elif text.count(":") > 1:
+        if not _is_ipv6(text):
+            raise ValueError(f"{text!r} is not an IPv6 address; write [ADDRESS]:PORT")
+        return text, default_port
+    else:
+        host, colon, port_text = text.partition(":")
+        if not colon:
+            port_text = ""
+    if not host or any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise ValueError(f"{text!r} is not a host name or address")
+    if not port_text:
+        if text.endswith(":"):
+            raise ValueError(f"{text!r}: the port is missing after the colon")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_line(line: Line) -> str:
+    """A transcript line as the probe prints it: ``S: 250 OK``, ``* connected ...``."""
+    return f"* {line.text}" if line.direction == INFO else f"{line.direction}: {line.text}"
+
+
+class LiveTranscript(SessionListener):
+    """Hands every event to a :class:`Transcript` and writes each line the transcript
+    adds at once: what is printed is exactly what the audit log keeps, redactions
+    included, and it appears as the session goes, not when it ends."""
+
+    def __init__(self, transcript: Transcript, write: Callable[[str], None]) -> None:
+        self.transcript = transcript
+        self._write = write
+        self._shown = 0
+
+    def _show_new_lines(self) -> None:
+        lines = self.transcript.lines
+        for line in lines[self._shown :]:
+            self._write(format_line(line))
+        self._shown = len(lines)
+
+    def on_connecting(self, host: str, port: int) -> None:
+        self.transcript.on_connecting(host, port)
+        self._show_new_lines()
+
+    def on_connected(self, peer_address: str, local_address: str) -> None:
+        self.transcript.on_connected(peer_address, local_address)
+        self._show_new_lines()
+
+    def on_command(self, text: str) -> None:
+        self.transcript.on_command(text)
+        self._show_new_lines()
+
+    def on_reply(self, reply: Reply) -> None:
+        self.transcript.on_reply(reply)
+        self._show_new_lines()
+
+    def on_content(self, content: bytes) -> None:
+        self.transcript.on_content(content)
+        self._show_new_lines()
+
+    def on_tls(self, info: TLSInfo) -> None:
+        self.transcript.on_tls(info)
+        self._show_new_lines()
+
+    def on_closed(self) -> None:
+        self.transcript.on_closed()
+        self._show_new_lines()
+
+    def on_error(self, error: BaseException) -> None:
+        self.transcript.on_error(error)
+        self._show_new_lines()
+
+
+class Command(BaseCommand):
+    help = (
+        "Open one SMTP session to HOST[:PORT] (EHLO, STARTTLS or implicit TLS, AUTH if "
+        "asked, QUIT; no mail is sent), print it as it happens with the server's "
+        "capabilities and certificate, and record it in the audit log."
+    )
+    # Like createsuperuser: call_command(stdin=...) stands in for the terminal.
+    stealth_options = ("stdin",)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "target",
+            metavar="HOST[:PORT]",
+            help="A host name, an IPv4 address or [IPv6]; the port defaults to 25, "
+            "587 with --starttls, 465 with --ssl.",
+        )
+        security = parser.add_mutually_exclusive_group()
+        security.add_argument(
+            "--starttls",
+            dest="use_tls",
+            action="store_true",
+            help="Upgrade to TLS with STARTTLS (RFC 3207); fail if the server does not.",
+        )
+        security.add_argument(
+            "--ssl",
+            dest="use_ssl",
+            action="store_true",
+            help="Implicit TLS from the first byte (RFC 8314).",
+        )
+        parser.add_argument(
+            "--auth",
+            metavar="USER",
+            help=f"Log in as USER. The password comes from the {PASSWORD_ENV} environment "
+            "variable, or else a prompt; never from the command line.",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            metavar="S",
+            help="Seconds to wait for the connection and for each reply "
+            f"(default {DEFAULT_TIMEOUT:g}).",
+        )
+        parser.add_argument(
+            "--ehlo",
+            metavar="NAME",
+            help="The name to give in EHLO (default: SOCKMAIL['LOCAL_HOSTNAME'], "
+            "else this machine's FQDN).",
+        )
+        parser.add_argument(
+            "--cafile",
+            metavar="PATH",
+            help="Trust only the CA certificates in this PEM file (default: "
+            "SOCKMAIL['SSL_CAFILE'], else the system trust store, so SSL_CERT_FILE "
+            "applies).",
+        )
+        parser.add_argument(
+            "--no-record",
+            dest="no_record",
+            action="store_true",
+            help="Do not write the session to the audit log.",
+        )
+
+    def handle(
+        self,
+        *args: Any,
+        target: str,
+        use_tls: bool = False,
+        use_ssl: bool = False,
+        auth: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ehlo: str | None = None,
+        cafile: str | None = None,
+        no_record: bool = False,
+        **options: Any,
+    ) -> None:
+        # Everything is checked before connecting: a usage error opens no session.
+        if use_tls and use_ssl:
+            raise CommandError("--starttls and --ssl exclude each other.")
+        security: Security = "ssl" if use_ssl else "starttls" if use_tls else "none"
+        try:
+            host, port = parse_target(target, DEFAULT_PORTS[security])
+        except ValueError as exc:
+            raise CommandError(f"HOST[:PORT]: {exc}.") from None
+        if not timeout > 0:
+            raise CommandError(f"--timeout must be more than 0 seconds, not {timeout:g}.")
+        if ehlo is not None and not _is_token(ehlo):
+            raise CommandError(f"--ehlo {ehlo!r}: a name without spaces or control characters.")
+        if auth is not None and not (auth and auth.isprintable()):
+            raise CommandError(f"--auth {auth!r}: a user name without control characters.")
+        ssl_context = None
+        if cafile is not None and security == "none":
+            raise CommandError("--cafile needs --starttls or --ssl.")
+        cafile = cafile or conf.SSL_CAFILE  # trust what the backend trusts
+        if cafile is not None and security != "none":
+            try:
+                ssl_context = create_ssl_context(cafile=cafile)
+            except OSError as exc:  # missing, unreadable, or no certificate in it
+                raise CommandError(f"--cafile {cafile}: {exc}") from None
+        password = self._password(auth, host, options.get("stdin") or sys.stdin) if auth else ""
+
+        transcript = Transcript(host=host, port=port, security=security)
+        client = SMTPClient(
+            host,
+            port,
+            security=security,
+            timeout=timeout,
+            local_hostname=ehlo or conf.LOCAL_HOSTNAME,
+            ssl_context=ssl_context,
+            username=auth or "",
+            password=password,
+            listener=LiveTranscript(transcript, self._write_live),
+        )
+        error: Exception | None = None
+        try:
+            try:
+                client.open()
+            except (smtplib.SMTPException, OSError, ValueError) as exc:
+                error = exc  # the client has told the transcript and closed
+            else:
+                client.quit()
+        finally:
+            # Interrupted or not, the session is on the record.
+            recorded = self._record(transcript, no_record)
+
+        self.stdout.write("")
+        # After a failure, what was learnt up to it (capabilities, certificate) helps most.
+        self._summary(transcript, client.capabilities, opened=error is None)
+        if auth and error is None:
+            self.stdout.write(f"Authenticated as {auth} with AUTH {_auth_mechanism(transcript)}.")
+        self.stdout.write(recorded)
+        if error is not None:
+            raise CommandError(f"Probe of {_address(host, port)} failed: {_one_line(error)}")
+        if transcript.status == FAILED:  # e.g. garbage in answer to QUIT
+            raise CommandError(f"Probe of {_address(host, port)} failed: {transcript.error}")
+        self.stdout.write(self.style.SUCCESS(f"Probe of {_address(host, port)} succeeded."))
+
+    def _write_live(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()  # each line as it happens, also into a pipe
+
+    def _password(self, username: str, host: str, stdin: TextIO) -> str:
+        password = os.environ.get(PASSWORD_ENV, "")
+        if password:
+            return password
+        if not (hasattr(stdin, "isatty") and stdin.isatty()):
+            raise CommandError(
+                f"--auth {username}: no password. Set {PASSWORD_ENV}, or run the "
+                "command in a terminal to be asked for it."
+            )
+        try:
+            password = getpass.getpass(f"Password for {username} at {host}: ")
+        except (EOFError, KeyboardInterrupt):
+            raise CommandError("No password given.") from None
+        if not password:
+            raise CommandError("No password given.")
+        return password
+
+    def _summary(self, transcript: Transcript, capabilities: Capabilities, opened: bool) -> None:
+        if capabilities.esmtp:
+            self.stdout.write("Capabilities:")
+            for keyword, params in capabilities.extensions.items():
+                self.stdout.write(f"  {keyword} {params}".rstrip())
+        elif opened:
+            self.stdout.write("Capabilities: none (the server refused EHLO and took HELO)")
+        tls = transcript.tls
+        if tls is not None:
+            self.stdout.write(f"TLS: {tls.version}, cipher {tls.cipher}")
+            certificate = [
+                ("subject", tls.peer_subject),
+                ("issuer", tls.peer_issuer),
+                ("valid from", tls.peer_not_before),
+                ("valid until", tls.peer_not_after),
+                ("SHA-256", tls.peer_fingerprint_sha256),
+            ]
+            if any(value for _, value in certificate):
+                self.stdout.write("Certificate:")
+                for label, value in certificate:
+                    if value:
+                        self.stdout.write(f"  {label + ':':<12} {value}")
+
+    def _record(self, transcript: Transcript, no_record: bool) -> str:
+        if no_record:
+            return "Not recorded (--no-record)."
+        if not conf.RECORD_SESSIONS:
+            return "Not recorded (SOCKMAIL['RECORD_SESSIONS'] is False)."
+        session = record(transcript)
+        if session is None:
+            message = "Could not record the session: see the django_sockmail logger."
+            self.stderr.write(message)
+            return message
+        return f"Recorded as session {session.pk} ({session.status})."
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(ch.isprintable() and not ch.isspace() for ch in text)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's class and text (for a refusal, the server's reply) on one line."""
+    text = str(error)
+    if isinstance(error, ssl.SSLError) and len(error.args) == 1:
+        # SSLError's str() of a single argument is the repr of the args tuple.
+        text = str(error.args[0])
+    text = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _auth_mechanism(transcript: Transcript) -> str:
+    # The client chose it; the transcript shows it ("AUTH PLAIN ********").
+    commands = [line.text for line in transcript.lines if line.direction == CLIENT]
+    auth = next((c for c in reversed(commands) if c.upper().startswith("AUTH ")), "AUTH ?")
+    return auth.split()[1]
