@@ -347,3 +347,16 @@ def test_hostile_replies_end_in_a_protocol_error_and_a_record(
     # What was kept of the flood is bounded by the parser's limits.
     assert sum(len(line.text) for line in session.lines.all()) < 300_000
     assert not any(line.startswith(b"MAIL") for line in server.lines)
+
+
+def test_an_ehlo_name_with_a_line_break_never_reaches_the_wire(scripted: Any) -> None:
+    def script(c: Conversation) -> None:
+        c.send(b"220 scripted.test\r\n")
+        c.readline()  # nothing ever comes: the client refuses to send the command
+
+    server = scripted(script)
+    evil = "client.example\r\nMAIL FROM:<evil@example.org>"
+    with override_settings(SOCKMAIL={"LOCAL_HOSTNAME": evil}), pytest.raises(ValueError):
+        backend_for(server, timeout=2).send_messages([message()])
+    assert server.lines == []
+    assert Session.objects.get().status == "failed"

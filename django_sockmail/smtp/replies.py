@@ -103,7 +103,8 @@ class ReplyParser:
                 reply = self._take_line(raw)
                 if reply is not None:
                     replies.append(reply)
-            if len(self._buffer) > self.max_line_length:
+            # What is left is an unfinished line; its CR may be here without its LF.
+            if len(self._buffer.removesuffix(b"\r")) > self.max_line_length:
                 raise SMTPProtocolError("reply line too long")
         except SMTPProtocolError as exc:
             self._buffer.clear()
@@ -119,7 +120,7 @@ class ReplyParser:
         if len(line) > self.max_line_length:
             raise SMTPProtocolError("reply line too long")
         code_bytes, separator, text = line[:3], line[3:4], line[4:]
-        if not (code_bytes.isdigit() and b"2" <= code_bytes[:1] <= b"5"):
+        if not (len(code_bytes) == 3 and code_bytes.isdigit() and b"2" <= code_bytes[:1] <= b"5"):
             raise SMTPProtocolError(f"malformed reply code: {line[:80]!r}")
         if separator not in (b"", b" ", b"-"):
             raise SMTPProtocolError(f"malformed reply line: {line[:80]!r}")
