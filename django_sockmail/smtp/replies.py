@@ -107,10 +107,11 @@ class ReplyParser:
             if len(self._buffer.removesuffix(b"\r")) > self.max_line_length:
                 raise SMTPProtocolError("reply line too long")
         except SMTPProtocolError as exc:
+            # The stream is broken for good: every later call raises this error too.
             self._buffer.clear()
+            self.error = exc
             if not replies:
                 raise
-            self.error = exc
         return replies
 
     def _take_line(self, raw: bytes) -> Reply | None:

@@ -88,3 +88,13 @@ def test_total_reply_size_is_bounded() -> None:
 def test_non_utf8_text_does_not_crash() -> None:
     [reply] = ReplyParser().feed(b"250 caf\xe9\r\n")
     assert reply.code == 250 and reply.text.startswith("caf")
+
+
+def test_an_error_stays_for_every_later_call() -> None:
+    parser = ReplyParser()
+    with pytest.raises(SMTPProtocolError):
+        parser.feed(b"250-a\r\nbad\r\n")
+    with pytest.raises(SMTPProtocolError):
+        parser.feed(b"250 ok\r\n")  # never joined to the lines before the error
+    with pytest.raises(SMTPProtocolError):
+        parser.check()
