@@ -132,6 +132,7 @@ class EmailBackend(BaseEmailBackend):
             oauth2_token=token,
             auth_mechanism=conf.AUTH_MECHANISM,
             allow_cleartext_auth=conf.ALLOW_CLEARTEXT_AUTH,
+            pipelining=conf.PIPELINING,
             listener=listener,
         )
 
@@ -308,7 +309,7 @@ def _refusal(outcome: MessageOutcome) -> SMTPError:
     """The smtplib-style exception for a message the server did not take."""
     if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
         return SMTPSenderRefused(outcome.mail_reply, outcome.sender)
-    if outcome.data_reply is None:  # no DATA: every recipient was refused
+    if not any(r.accepted for r in outcome.recipients):
         return SMTPRecipientsRefused(outcome.refused_recipients)
     reply = outcome.final_reply or outcome.data_reply
     assert reply is not None

@@ -72,6 +72,12 @@ class Settings:
         return token_source
 
     @property
+    def PIPELINING(self) -> bool:
+        """Group commands (RFC 2920) when the server offers PIPELINING (default True;
+        turn off for a server that offers it but gets it wrong)."""
+        return bool(self._get("PIPELINING", True))
+
+    @property
     def STORE_CONTENT(self) -> str:
         """How much message content to keep: "full", "headers" (default) or "envelope"."""
         value = self._get("STORE_CONTENT", CONTENT_HEADERS)

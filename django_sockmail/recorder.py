@@ -127,7 +127,10 @@ def _message(session: Session, position: int, rec: MessageRecord) -> Message:
     outcome = rec.outcome
     # The reply that decided the transaction: the end of data, or the refusal of DATA,
     # or of MAIL. A MAIL accepted and never followed up decided nothing.
-    reply = outcome.final_reply or outcome.data_reply
+    refused_data = (
+        outcome.data_reply if outcome.data_reply and outcome.data_reply.code != 354 else None
+    )
+    reply = outcome.final_reply or refused_data
     if reply is None and outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
         reply = outcome.mail_reply
     return _clean(

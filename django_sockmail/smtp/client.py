@@ -128,6 +128,7 @@ class SMTPClient:
         oauth2_token: str = "",
         auth_mechanism: str = "",
         allow_cleartext_auth: bool = False,
+        pipelining: bool = True,
         listener: SessionListener | None = None,
     ) -> None:
         self.host = host
@@ -141,6 +142,7 @@ class SMTPClient:
             username, password, oauth2_token, mechanism=auth_mechanism
         )
         self.allow_cleartext_auth = allow_cleartext_auth
+        self.pipelining = pipelining  # used when the server offers PIPELINING
         self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
         # RSET before a transaction that follows a completed one, for a clean slate; a
@@ -203,7 +205,12 @@ class SMTPClient:
             exc.outcome = outcome
             raise
         exchange = protocol.transaction(
-            self.capabilities, envelope, content, outcome, reset_first=self._reset_needed
+            self.capabilities,
+            envelope,
+            content,
+            outcome,
+            reset_first=self._reset_needed,
+            pipelining=self.pipelining and self.capabilities.has("PIPELINING"),
         )
         try:
             self._run(exchange)

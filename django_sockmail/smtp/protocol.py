@@ -231,27 +231,46 @@ def transaction(
     outcome: MessageOutcome,
     *,
     reset_first: bool,
+    pipelining: bool = False,
 ) -> Exchange[MessageOutcome]:
     """One mail transaction: (RSET,) MAIL, RCPT for each recipient, DATA, content.
 
     ``content`` must already have CRLF line endings (:func:`.data.normalize_line_endings`).
-    Replies are written into ``outcome`` as they come, so whoever holds it knows what
-    the server said even if the session breaks halfway. Refusals are not raised: the
-    transaction is reset so the session can go on with the next message.
+    With ``pipelining`` (RFC 2920) everything up to DATA goes in one group: RSET, MAIL
+    and RCPT may stand anywhere in a group, DATA only last. Replies are written into
+    ``outcome`` as they come, so whoever holds it knows what the server said even if
+    the session breaks halfway. Refusals are not raised: the transaction is reset so
+    the session can go on with the next message.
     """
-    if reset_first:
-        yield [command("RSET")]
     params = mail_parameters(capabilities, envelope, content)
-    [outcome.mail_reply] = yield [command("MAIL", f"FROM:<{envelope.sender}>{params}")]
-    if not outcome.mail_reply.is_positive:
-        outcome.error = f"sender refused: {outcome.mail_reply}"
-        return (yield from _abandon(outcome))
-    for recipient in outcome.recipients:
-        [recipient.reply] = yield [command("RCPT", f"TO:<{recipient.address}>")]
-    if not any(r.accepted for r in outcome.recipients):
-        outcome.error = "every recipient refused"
-        return (yield from _abandon(outcome))
-    [outcome.data_reply] = yield [command("DATA")]
+    mail = command("MAIL", f"FROM:<{envelope.sender}>{params}")
+    rcpts = [command("RCPT", f"TO:<{r.address}>") for r in outcome.recipients]
+    if pipelining:
+        reset = [command("RSET")] if reset_first else []
+        replies = yield [*reset, mail, *rcpts, command("DATA")]
+        outcome.mail_reply, *rcpt_replies, outcome.data_reply = replies[len(reset) :]
+        for recipient, reply in zip(outcome.recipients, rcpt_replies, strict=True):
+            recipient.reply = reply
+        if not outcome.mail_reply.is_positive or not any(r.accepted for r in outcome.recipients):
+            outcome.error = _envelope_refusal(outcome)
+            if outcome.data_reply.code == 354:
+                # The server took DATA although nobody can receive the message: end it
+                # with no content at all (RFC 2920 §3.1), then reset.
+                yield [Command(b".\r\n", ". (ends the DATA the server should have refused)")]
+            return (yield from _abandon(outcome))
+    else:
+        if reset_first:
+            yield [command("RSET")]
+        [outcome.mail_reply] = yield [mail]
+        if not outcome.mail_reply.is_positive:
+            outcome.error = _envelope_refusal(outcome)
+            return (yield from _abandon(outcome))
+        for recipient, rcpt in zip(outcome.recipients, rcpts, strict=True):
+            [recipient.reply] = yield [rcpt]
+        if not any(r.accepted for r in outcome.recipients):
+            outcome.error = _envelope_refusal(outcome)
+            return (yield from _abandon(outcome))
+        [outcome.data_reply] = yield [command("DATA")]
     if outcome.data_reply.code != 354:
         outcome.error = f"DATA refused: {outcome.data_reply}"
         return (yield from _abandon(outcome))
@@ -260,6 +279,12 @@ def transaction(
         outcome.error = f"message refused: {outcome.final_reply}"
     outcome.settle()
     return outcome
+
+
+def _envelope_refusal(outcome: MessageOutcome) -> str:
+    if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
+        return f"sender refused: {outcome.mail_reply}"
+    return "every recipient refused"
 
 
 def _abandon(outcome: MessageOutcome) -> Exchange[MessageOutcome]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -245,3 +245,66 @@ def test_old_style_auth_equals_line_is_understood() -> None:
 def test_a_3xx_reply_is_not_an_acceptance() -> None:
     outcome, _ = transaction(["250", "354 ?", "250", "354", "250 ok"])
     assert not outcome.recipients[0].accepted and outcome.status == PARTIAL
+
+
+PIPELINING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 PIPELINING\n"))
+RCPTS = ["RCPT TO:<a@example.org>", "RCPT TO:<b@example.org>"]
+
+
+def run_groups(
+    exchange: protocol.Exchange[MessageOutcome], replies: list[str]
+) -> tuple[MessageOutcome, list[list[str]]]:
+    """Like run(), but keeps the grouping: one list per write."""
+    groups: list[list[str]] = []
+    pending = iter(replies)
+    try:
+        commands = next(exchange)
+        while True:
+            groups.append([c.display or "<content>" for c in commands])
+            commands = exchange.send([reply(next(pending)) for _ in commands])
+    except StopIteration as stop:
+        return stop.value, groups
+
+
+def pipelined(replies: list[str], *, reset_first: bool = False) -> tuple[Any, list[list[str]]]:
+    outcome = protocol.new_outcome(ENVELOPE, CONTENT)
+    exchange = protocol.transaction(
+        PIPELINING, ENVELOPE, CONTENT, outcome, reset_first=reset_first, pipelining=True
+    )
+    return run_groups(exchange, replies)
+
+
+def test_pipelining_sends_the_envelope_in_one_group() -> None:
+    outcome, groups = pipelined(["250", "250", "250", "250", "354", "250 queued as Q1"],
+                                reset_first=True)  # fmt: skip
+    assert groups == [
+        ["RSET", "MAIL FROM:<from@example.org>", *RCPTS, "DATA"],
+        ["<content>"],
+    ]
+    assert outcome.status == SENT and outcome.queue_id == "Q1"
+
+
+def test_pipelining_with_every_recipient_refused_ends_an_accepted_data_empty() -> None:
+    # A server that answers DATA with 354 although no recipient was accepted.
+    outcome, groups = pipelined(["250", "550 no", "550 no", "354 go", "554 empty", "250"])
+    assert groups[1] == [". (ends the DATA the server should have refused)"]
+    assert groups[2] == ["RSET"]
+    assert outcome.status == FAILED and outcome.final_reply is None
+    assert not any("<content>" in group for group in groups)
+
+
+def test_pipelining_with_the_sender_refused_resets() -> None:
+    outcome, groups = pipelined(["553 no", "503 no", "503 no", "503 no", "250"])
+    assert groups[1:] == [["RSET"]]
+    assert outcome.status == FAILED and "sender refused" in outcome.error
+
+
+def test_pipelining_with_one_recipient_refused_sends_to_the_other() -> None:
+    outcome, groups = pipelined(["250", "250", "550 5.1.1 no", "354", "250 ok"])
+    assert groups[1] == ["<content>"]
+    assert outcome.status == PARTIAL and list(outcome.refused_recipients) == ["b@example.org"]
+
+
+def test_pipelining_with_data_refused_resets() -> None:
+    outcome, groups = pipelined(["250", "250", "250", "451 later", "250"])
+    assert groups[1:] == [["RSET"]] and outcome.status == FAILED
