@@ -133,6 +133,7 @@ class EmailBackend(BaseEmailBackend):
             auth_mechanism=conf.AUTH_MECHANISM,
             allow_cleartext_auth=conf.ALLOW_CLEARTEXT_AUTH,
             pipelining=conf.PIPELINING,
+            chunking=conf.CHUNKING,
             listener=listener,
         )
 

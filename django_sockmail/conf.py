@@ -78,6 +78,12 @@ class Settings:
         return bool(self._get("PIPELINING", True))
 
     @property
+    def CHUNKING(self) -> bool:
+        """Send content with BDAT (RFC 3030) when the server offers CHUNKING (default
+        True; turn off for a server that offers it but gets it wrong)."""
+        return bool(self._get("CHUNKING", True))
+
+    @property
     def STORE_CONTENT(self) -> str:
         """How much message content to keep: "full", "headers" (default) or "envelope"."""
         value = self._get("STORE_CONTENT", CONTENT_HEADERS)

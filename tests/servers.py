@@ -144,6 +144,16 @@ class Conversation:
             lines.append(line)
         return b"\r\n".join(lines)
 
+    def read_exact(self, size: int) -> bytes:
+        """Exactly ``size`` bytes, as after a BDAT command."""
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("client closed")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
     def start_tls(self, context: ssl.SSLContext) -> None:
         self.sock = context.wrap_socket(self.sock, server_side=True)
 

@@ -111,3 +111,32 @@ def test_pipelining_can_be_turned_off(scripted: Any) -> None:
     server = scripted(script)
     with override_settings(SOCKMAIL={"PIPELINING": False}):
         assert backend_for(server, timeout=3).send_messages([message("a@example.org")]) == 1
+
+
+def test_chunking_and_pipelining_make_a_message_one_round_trip(scripted: Any) -> None:
+    body = "line one\n.a line that DATA would have to dot-stuff\n"
+
+    def script(c: Conversation) -> None:
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", b"250-pipes.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        c.bdat = []  # type: ignore[attr-defined]
+        for n in range(2):
+            # Nothing is answered until the whole group, content included, is in.
+            first = [c.readline() for _ in range(2 if n == 0 else 3)]
+            bdat = c.readline()
+            size = int(bdat.split()[1])
+            c.bdat.append((first, bdat, c.read_exact(size)))  # type: ignore[attr-defined]
+            c.send(b"250 ok\r\n" * (len(first)) + b"250 2.0.0 queued as C%d\r\n" % n)
+        c.expect(b"QUIT", b"221 bye\r\n")
+
+    server = scripted(script)
+    messages = [EmailMessage("s", body, "from@example.org", [f"{n}@example.org"]) for n in "ab"]
+    assert backend_for(server, timeout=3).send_messages(messages) == 2
+    (first, bdat, content), (second, _, _) = server.conversations[0].bdat
+    assert first == [b"MAIL FROM:<from@example.org>", b"RCPT TO:<a@example.org>"]
+    assert bdat == f"BDAT {len(content)} LAST".encode()
+    assert b"\r\n.a line that DATA would have to dot-stuff\r\n" in content  # exact bytes
+    assert second[0] == b"RSET"
+    assert [m.sockmail_outcome.queue_id for m in messages] == ["C0", "C1"]  # type: ignore[attr-defined]
+    lines = list(Session.objects.get().lines.values_list("direction", "text"))
+    assert ("C", f"BDAT {len(content)} LAST") in lines

@@ -129,6 +129,7 @@ class SMTPClient:
         auth_mechanism: str = "",
         allow_cleartext_auth: bool = False,
         pipelining: bool = True,
+        chunking: bool = True,
         listener: SessionListener | None = None,
     ) -> None:
         self.host = host
@@ -143,6 +144,7 @@ class SMTPClient:
         )
         self.allow_cleartext_auth = allow_cleartext_auth
         self.pipelining = pipelining  # used when the server offers PIPELINING
+        self.chunking = chunking  # likewise CHUNKING: BDAT instead of DATA
         self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
         # RSET before a transaction that follows a completed one, for a clean slate; a
@@ -211,6 +213,7 @@ class SMTPClient:
             outcome,
             reset_first=self._reset_needed,
             pipelining=self.pipelining and self.capabilities.has("PIPELINING"),
+            chunking=self.chunking and self.capabilities.has("CHUNKING"),
         )
         try:
             self._run(exchange)
@@ -304,10 +307,10 @@ class SMTPClient:
             raise SMTPProtocolError("The server sent a reply to no command")
         self._content_written = False
         for cmd in commands:
+            if cmd.display:  # BDAT has both a command line and content
+                self.listener.on_command(cmd.display)
             if cmd.is_content:
                 self.listener.on_content(cmd.content)
-            else:
-                self.listener.on_command(cmd.display)
         self._write(b"".join(cmd.wire for cmd in commands))
         self._content_written = any(cmd.is_content for cmd in commands)
         replies = [self._read_reply() for _ in commands]

@@ -69,6 +69,12 @@ def content_command(normalized: bytes) -> Command:
     return Command(dot_stuff(normalized) + b".\r\n", "", content=normalized)
 
 
+def bdat_command(normalized: bytes) -> Command:
+    """RFC 3030: the whole content as one last chunk, exact bytes, no dot-stuffing."""
+    line = f"BDAT {len(normalized)} LAST"
+    return Command(line.encode() + b"\r\n" + normalized, line, content=normalized)
+
+
 @dataclass
 class Capabilities:
     """What the server offered in its EHLO reply (empty after HELO)."""
@@ -232,12 +238,15 @@ def transaction(
     *,
     reset_first: bool,
     pipelining: bool = False,
+    chunking: bool = False,
 ) -> Exchange[MessageOutcome]:
     """One mail transaction: (RSET,) MAIL, RCPT for each recipient, DATA, content.
 
     ``content`` must already have CRLF line endings (:func:`.data.normalize_line_endings`).
     With ``pipelining`` (RFC 2920) everything up to DATA goes in one group: RSET, MAIL
-    and RCPT may stand anywhere in a group, DATA only last. Replies are written into
+    and RCPT may stand anywhere in a group, DATA only last. With ``chunking`` (RFC 3030)
+    the content goes as BDAT instead of DATA; with both, BDAT joins the group, so the
+    whole transaction takes one round trip. Replies are written into
     ``outcome`` as they come, so whoever holds it knows what the server said even if
     the session breaks halfway. Refusals are not raised: the transaction is reset so
     the session can go on with the next message.
@@ -245,6 +254,10 @@ def transaction(
     params = mail_parameters(capabilities, envelope, content)
     mail = command("MAIL", f"FROM:<{envelope.sender}>{params}")
     rcpts = [command("RCPT", f"TO:<{r.address}>") for r in outcome.recipients]
+    if chunking:
+        return (
+            yield from _bdat_transaction(outcome, content, reset_first, pipelining, mail, rcpts)
+        )
     if pipelining:
         reset = [command("RSET")] if reset_first else []
         replies = yield [*reset, mail, *rcpts, command("DATA")]
@@ -277,6 +290,43 @@ def transaction(
     [outcome.final_reply] = yield [content_command(content)]
     if not outcome.final_reply.is_positive:
         outcome.error = f"message refused: {outcome.final_reply}"
+    outcome.settle()
+    return outcome
+
+
+def _bdat_transaction(
+    outcome: MessageOutcome,
+    content: bytes,
+    reset_first: bool,
+    pipelining: bool,
+    mail: Command,
+    rcpts: list[Command],
+) -> Exchange[MessageOutcome]:
+    reset = [command("RSET")] if reset_first else []
+    if pipelining:
+        # The content rides along: if the envelope fails, the server refuses the BDAT
+        # (RFC 3030 §4.2) and the bytes are thrown away, never delivered.
+        replies = yield [*reset, mail, *rcpts, bdat_command(content)]
+        outcome.mail_reply, *rcpt_replies, outcome.final_reply = replies[len(reset) :]
+        for recipient, reply in zip(outcome.recipients, rcpt_replies, strict=True):
+            recipient.reply = reply
+    else:
+        if reset:
+            yield reset
+        [outcome.mail_reply] = yield [mail]
+        if outcome.mail_reply.is_positive:
+            for recipient, rcpt in zip(outcome.recipients, rcpts, strict=True):
+                [recipient.reply] = yield [rcpt]
+        if outcome.mail_reply.is_positive and any(r.accepted for r in outcome.recipients):
+            [outcome.final_reply] = yield [bdat_command(content)]
+    if not outcome.mail_reply.is_positive or not any(r.accepted for r in outcome.recipients):
+        outcome.error = _envelope_refusal(outcome)
+        outcome.final_reply = None  # whatever BDAT got, nobody could receive it
+        return (yield from _abandon(outcome))
+    assert outcome.final_reply is not None
+    if not outcome.final_reply.is_positive:
+        outcome.error = f"message refused: {outcome.final_reply}"
+        return (yield from _abandon(outcome))
     outcome.settle()
     return outcome
 

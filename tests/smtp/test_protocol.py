@@ -308,3 +308,45 @@ def test_pipelining_with_one_recipient_refused_sends_to_the_other() -> None:
 def test_pipelining_with_data_refused_resets() -> None:
     outcome, groups = pipelined(["250", "250", "250", "451 later", "250"])
     assert groups[1:] == [["RSET"]] and outcome.status == FAILED
+
+
+CHUNKING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250-CHUNKING\n250 PIPELINING\n"))
+DOTTED = b"Subject: d\r\n\r\n.leading dot\r\n"
+
+
+def bdat(replies: list[str], *, pipelining: bool) -> tuple[MessageOutcome, list[list[str]]]:
+    outcome = protocol.new_outcome(ENVELOPE, DOTTED)
+    exchange = protocol.transaction(
+        CHUNKING, ENVELOPE, DOTTED, outcome, reset_first=False,
+        pipelining=pipelining, chunking=True,
+    )  # fmt: skip
+    return run_groups(exchange, replies)
+
+
+def test_bdat_with_pipelining_is_one_round_trip() -> None:
+    outcome, groups = bdat(["250", "250", "250", "250 2.0.0 queued as B1"], pipelining=True)
+    assert groups == [["MAIL FROM:<from@example.org>", *RCPTS, f"BDAT {len(DOTTED)} LAST"]]
+    assert outcome.status == SENT and outcome.queue_id == "B1"
+
+
+def test_bdat_sends_exact_bytes_without_dot_stuffing() -> None:
+    command = protocol.bdat_command(DOTTED)
+    assert command.wire == f"BDAT {len(DOTTED)} LAST\r\n".encode() + DOTTED
+    assert b".." not in command.wire and not command.wire.endswith(b".\r\n")
+
+
+def test_bdat_without_pipelining_waits_for_each_reply() -> None:
+    outcome, groups = bdat(["250", "250", "250", "250 ok"], pipelining=False)
+    assert [len(g) for g in groups] == [1, 1, 1, 1] and outcome.status == SENT
+
+
+def test_bdat_after_every_recipient_refused_is_not_a_delivery() -> None:
+    outcome, groups = bdat(["250", "550 no", "550 no", "554 no valid recipients", "250"],
+                           pipelining=True)  # fmt: skip
+    assert groups[-1] == ["RSET"]
+    assert outcome.status == FAILED and outcome.final_reply is None
+
+
+def test_bdat_refused_content() -> None:
+    outcome, groups = bdat(["250", "250", "250", "552 too big", "250"], pipelining=True)
+    assert groups[-1] == ["RSET"] and outcome.status == FAILED
