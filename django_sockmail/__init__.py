@@ -2,3 +2,7 @@
 transcript of every session."""
 
 __version__ = "0.1.0"
+
+from .smtp.envelope import DSN
+
+__all__ = ["DSN"]

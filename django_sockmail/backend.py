@@ -265,7 +265,9 @@ class EmailBackend(BaseEmailBackend):
         recipients = message.recipients()
         if not recipients:
             return None
-        return make_envelope(message.from_email, recipients)
+        # Per-message delivery status notification requests (RFC 3461), if any.
+        dsn = getattr(message, "sockmail_dsn", None)
+        return make_envelope(message.from_email, recipients, dsn)
 
     @cached_property
     def ssl_context(self) -> ssl.SSLContext:

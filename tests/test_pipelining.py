@@ -140,3 +140,25 @@ def test_chunking_and_pipelining_make_a_message_one_round_trip(scripted: Any) ->
     assert [m.sockmail_outcome.queue_id for m in messages] == ["C0", "C1"]  # type: ignore[attr-defined]
     lines = list(Session.objects.get().lines.values_list("direction", "text"))
     assert ("C", f"BDAT {len(content)} LAST") in lines
+
+
+def test_a_message_can_ask_for_delivery_status_notifications(scripted: Any) -> None:
+    from django_sockmail import DSN
+
+    def script(c: Conversation) -> None:
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", b"250-pipes.test\r\n250 DSN\r\n")
+        c.expect(b"MAIL", b"250 ok\r\n")
+        c.expect(b"RCPT", b"250 ok\r\n")
+        c.expect(b"DATA", b"354 go\r\n")
+        c.read_data()
+        c.send(b"250 ok\r\n")
+        c.expect(b"QUIT", b"221 bye\r\n")
+
+    server = scripted(script)
+    msg = message("a@example.org")
+    msg.sockmail_dsn = DSN(notify=("FAILURE", "DELAY"), ret="HDRS", envid="inv-7")  # type: ignore[attr-defined]
+    assert backend_for(server, timeout=3).send_messages([msg]) == 1
+    mail, rcpt = server.lines[1], server.lines[2]
+    assert mail.endswith(b" RET=HDRS ENVID=inv-7")
+    assert rcpt == b"RCPT TO:<a@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@example.org"

@@ -20,10 +20,44 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
 _DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
 
 
+_NOTIFY = {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
+
+
+@dataclass(frozen=True)
+class DSN:
+    """Delivery status notification requests (RFC 3461), sent only when the server
+    offers DSN. ``notify``: "NEVER", or any of "SUCCESS", "FAILURE", "DELAY";
+    ``ret``: "FULL" or "HDRS"; ``envid``: your id for the message, echoed in reports."""
+
+    notify: tuple[str, ...] = ()
+    ret: str = ""
+    envid: str = ""
+
+    def __post_init__(self) -> None:
+        notify = tuple(n.upper() for n in self.notify)
+        if not set(notify) <= _NOTIFY or ("NEVER" in notify and len(notify) > 1):
+            raise ValueError(f"DSN notify must be NEVER or of {sorted(_NOTIFY - {'NEVER'})}")
+        if self.ret.upper() not in ("", "FULL", "HDRS"):
+            raise ValueError("DSN ret must be FULL or HDRS")
+        if not self.envid.isascii() or len(self.envid) > 100:
+            raise ValueError("DSN envid must be ASCII, at most 100 characters")
+        object.__setattr__(self, "notify", notify)
+        object.__setattr__(self, "ret", self.ret.upper())
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 §4: "+" and "=", and anything outside "!".."~", as "+HH"."""
+    return "".join(
+        c if "!" <= c <= "~" and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
+        for c in value
+    )
+
+
 @dataclass(frozen=True)
 class Envelope:
     sender: str
     recipients: tuple[str, ...]
+    dsn: DSN | None = None
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -82,6 +116,9 @@ def envelope_address(address: str | tuple[str, str]) -> str:
 
 
 def make_envelope(
-    sender: str | tuple[str, str], recipients: list[str] | tuple[str, ...]
+    sender: str | tuple[str, str],
+    recipients: list[str] | tuple[str, ...],
+    dsn: DSN | None = None,
 ) -> Envelope:
-    return Envelope(envelope_address(sender), tuple(envelope_address(r) for r in recipients))
+    addresses = tuple(envelope_address(r) for r in recipients)
+    return Envelope(envelope_address(sender), addresses, dsn)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from . import auth
 from .data import dot_stuff, is_8bit
-from .envelope import Envelope
+from .envelope import Envelope, xtext
 from .errors import (
     SMTPAuthenticationError,
     SMTPCommandError,
@@ -218,6 +218,22 @@ def mail_parameters(capabilities: Capabilities, envelope: Envelope, content: byt
         params.append("BODY=8BITMIME")
     if envelope.needs_smtputf8:
         params.append("SMTPUTF8")
+    dsn = envelope.dsn
+    if dsn is not None and capabilities.has("DSN"):
+        if dsn.ret:
+            params.append(f"RET={dsn.ret}")
+        if dsn.envid:
+            params.append(f"ENVID={xtext(dsn.envid)}")
+    return "".join(f" {p}" for p in params)
+
+
+def rcpt_parameters(capabilities: Capabilities, envelope: Envelope, address: str) -> str:
+    dsn = envelope.dsn
+    if dsn is None or not capabilities.has("DSN"):
+        return ""
+    params = [f"ORCPT=rfc822;{xtext(address)}"]  # the address as the sender wrote it
+    if dsn.notify:
+        params.insert(0, f"NOTIFY={','.join(dsn.notify)}")
     return "".join(f" {p}" for p in params)
 
 
@@ -253,7 +269,10 @@ def transaction(
     """
     params = mail_parameters(capabilities, envelope, content)
     mail = command("MAIL", f"FROM:<{envelope.sender}>{params}")
-    rcpts = [command("RCPT", f"TO:<{r.address}>") for r in outcome.recipients]
+    rcpts = [
+        command("RCPT", f"TO:<{r.address}>{rcpt_parameters(capabilities, envelope, r.address)}")
+        for r in outcome.recipients
+    ]
     if chunking:
         return (
             yield from _bdat_transaction(outcome, content, reset_first, pipelining, mail, rcpts)

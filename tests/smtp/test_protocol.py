@@ -350,3 +350,37 @@ def test_bdat_after_every_recipient_refused_is_not_a_delivery() -> None:
 def test_bdat_refused_content() -> None:
     outcome, groups = bdat(["250", "250", "250", "552 too big", "250"], pipelining=True)
     assert groups[-1] == ["RSET"] and outcome.status == FAILED
+
+
+def test_dsn_parameters_only_when_offered() -> None:
+    from django_sockmail.smtp.envelope import DSN, xtext
+
+    dsn = DSN(notify=("success", "FAILURE"), ret="hdrs", envid="order+42=ok x")
+    envelope = make_envelope("from@example.org", ["a@example.org"], dsn)
+    offered = protocol.Capabilities(esmtp=True, extensions={"DSN": ""})
+    assert protocol.mail_parameters(offered, envelope, CONTENT) == (
+        " RET=HDRS ENVID=order+2B42+3Dok+20x"
+    )
+    assert protocol.rcpt_parameters(offered, envelope, "a@example.org") == (
+        " NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@example.org"
+    )
+    silent = protocol.Capabilities(esmtp=True, extensions={})
+    assert protocol.mail_parameters(silent, envelope, CONTENT) == ""
+    assert protocol.rcpt_parameters(silent, envelope, "a@example.org") == ""
+    assert xtext("a+b=c d") == "a+2Bb+3Dc+20d"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"notify": ("NEVER", "SUCCESS")},
+        {"notify": ("SOMETIMES",)},
+        {"ret": "BODY"},
+        {"envid": "x" * 101},
+    ],
+)
+def test_bad_dsn_requests_are_value_errors(bad: dict[str, Any]) -> None:
+    from django_sockmail.smtp.envelope import DSN
+
+    with pytest.raises(ValueError):
+        DSN(**bad)
