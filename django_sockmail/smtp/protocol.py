@@ -10,6 +10,7 @@ pipelining (RFC 2920) will send several at once.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -43,10 +44,13 @@ class Command:
         return bool(self.content)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _check_argument(text: str) -> None:
     # No CR, LF or other control character may reach the wire inside a command:
     # that would let an argument start a command of its own (bpo-43124).
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _CONTROL.search(text):
         raise ValueError(f"Control character in SMTP command argument: {text!r}")
 
 

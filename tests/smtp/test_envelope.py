@@ -44,3 +44,19 @@ def test_bad_addresses_raise_value_error(bad: str) -> None:
 def test_smtputf8_needed_only_for_non_ascii_local_parts() -> None:
     assert not make_envelope("a@bücher.de", ["b@example.org"]).needs_smtputf8
     assert make_envelope("a@example.org", ["jörg@example.org"]).needs_smtputf8
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "user@example.org",
+        "First.Last+tag@Sub.Example.ORG",
+        "a!#$%&'*+/=?^_`{|}~-b@x-y.example",
+        "x@a",
+    ],
+)
+def test_the_fast_path_gives_what_the_parser_gives(address: str) -> None:
+    from email.policy import default
+
+    [parsed] = default.header_factory("To", address).addresses
+    assert envelope_address(address) == f"{parsed.username}@{parsed.domain}"
