@@ -13,6 +13,7 @@ from django.db.models.query import QuerySet
 from django.test.utils import CaptureQueriesContext
 from pytest_django import DjangoAssertNumQueries, Settings
 
+from django_sockmail import recorder
 from django_sockmail.models import Message, Recipient, Session, TranscriptLine
 from django_sockmail.recorder import record
 from django_sockmail.smtp import results
@@ -361,7 +362,10 @@ def fail_bulk_create(
 def test_a_database_error_is_logged_and_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fail_bulk_create(monkeypatch, TranscriptLine, DatabaseError("disk I/O error"))
+    def fail(*args: object) -> None:  # the last of the writes: the transcript lines
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr(recorder, "_insert_lines", fail)
 
     with caplog.at_level(logging.ERROR, logger="django_sockmail"):
         assert record(make_transcript()) is None
