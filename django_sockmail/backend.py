@@ -184,34 +184,28 @@ class EmailBackend(BaseEmailBackend):
         batch = [(m, e) for m in email_messages if (e := self._envelope(m)) is not None]
         for message, envelope in batch:
             message.sockmail_outcome = new_outcome(envelope, b"")  # type: ignore[attr-defined]
+        messages = [m for m, _ in batch]
         with self._lock:
-            sent: list[EmailMessage] = []
             try:
-                return self._send_batch(batch, sent)
+                self._send_batch(batch)
             except SMTPError as exc:
                 # Say exactly which messages the server took, so a retry sends no duplicate.
-                def status(message: EmailMessage) -> str:
-                    return message.sockmail_outcome.status  # type: ignore[attr-defined,no-any-return]
-
-                messages = [m for m, _ in batch]
-                exc.sent_messages = [m for m in messages if status(m) in (SENT, PARTIAL)]
-                exc.unknown_messages = [m for m in messages if status(m) == UNKNOWN]
+                exc.sent_messages = [m for m in messages if _status(m) in (SENT, PARTIAL)]
+                exc.unknown_messages = [m for m in messages if _status(m) == UNKNOWN]
                 exc.unsent_messages = [
-                    m for m in messages if status(m) not in (SENT, PARTIAL, UNKNOWN)
+                    m for m in messages if _status(m) not in (SENT, PARTIAL, UNKNOWN)
                 ]
                 raise
+        return sum(_status(m) in (SENT, PARTIAL) for m in messages)
 
-    def _send_batch(
-        self, batch: list[tuple[EmailMessage, Envelope]], sent: list[EmailMessage]
-    ) -> int:
+    def _send_batch(self, batch: list[tuple[EmailMessage, Envelope]]) -> None:
         opened = self.open()
         if self.connection is None or opened is None:
-            return 0
+            return
         try:
             for message, envelope in batch:
                 try:
-                    if self._send(message, envelope):
-                        sent.append(message)
+                    self._send(message, envelope)
                 except SMTPError:
                     if not self.fail_silently:
                         raise
@@ -220,10 +214,9 @@ class EmailBackend(BaseEmailBackend):
         finally:
             if opened or self.connection is None:
                 self.close()
-        return len(sent)
 
-    def _send(self, message: EmailMessage, envelope: Envelope) -> bool:
-        """One message; True when the server accepted it. Raises on refusal."""
+    def _send(self, message: EmailMessage, envelope: Envelope) -> None:
+        """One message; raises when the server did not accept it."""
         assert self.connection is not None
         mime, content = render(message)
         try:
@@ -239,7 +232,7 @@ class EmailBackend(BaseEmailBackend):
         self._keep(message, mime, content, outcome)
         if outcome.status in (SENT, PARTIAL):
             signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
-            return True
+            return
         error = _refusal(outcome)
         signals.send(
             signals.message_failed, type(self), message=message, outcome=outcome, error=error
@@ -286,6 +279,11 @@ class EmailBackend(BaseEmailBackend):
         from .recorder import record  # the models need the app registry ready
 
         record(transcript)
+
+
+def _status(message: EmailMessage) -> str:
+    """The status send_messages() left on a message (see MessageOutcome)."""
+    return message.sockmail_outcome.status  # type: ignore[attr-defined,no-any-return]
 
 
 def _invalid_mailer(message: str, alias: str) -> Exception:

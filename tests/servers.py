@@ -157,6 +157,15 @@ class Conversation:
     def start_tls(self, context: ssl.SSLContext) -> None:
         self.sock = context.wrap_socket(self.sock, server_side=True)
 
+    def take_message(self, verdict: bytes = b"250 ok\r\n") -> bytes:
+        """Accept one plain MAIL, RCPT, DATA transaction; answer its end with ``verdict``."""
+        self.expect(b"MAIL", b"250 ok\r\n")
+        self.expect(b"RCPT", b"250 ok\r\n")
+        self.expect(b"DATA", b"354 go\r\n")
+        data = self.read_data()
+        self.send(verdict)
+        return data
+
     def expect(self, prefix: bytes, reply: bytes) -> bytes:
         line = self.readline()
         assert line.upper().startswith(prefix.upper()), (line, prefix)
@@ -165,6 +174,15 @@ class Conversation:
 
 
 Script = Callable[[Conversation], None]
+MakeServer = Callable[..., "SMTPServer"]  # the make_smtpd fixture
+Scripted = Callable[[Script], "ScriptedServer"]  # the scripted fixture
+
+
+def server_context(cert: Any) -> ssl.SSLContext:
+    """A server-side TLS context presenting ``cert`` (a trustme.LeafCert)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    return context
 
 
 class ScriptedServer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import smtplib
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from django.db import connection as db
 
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session
-from tests.servers import USERS, SMTPServer, note_mail_from, replying_authenticator
+from tests.servers import USERS, MakeServer, SMTPServer, note_mail_from, replying_authenticator
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -25,7 +24,6 @@ pytestmark = [
 ]
 
 BACKEND = "django_sockmail.backend.EmailBackend"
-MakeServer = Callable[..., SMTPServer]
 USERNAME = "alice"
 PASSWORD = USERS[USERNAME]
 WRONG_PASSWORD = "Tr0ub4dor&3 is not the password"

@@ -19,9 +19,9 @@ from tests.servers import (
     DROP,
     STALL,
     Answer,
+    MakeServer,
     Responder,
-    Script,
-    ScriptedServer,
+    Scripted,
     SMTPServer,
     backend_for,
     free_port,
@@ -30,8 +30,6 @@ from tests.servers import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MakeServer = Callable[..., SMTPServer]
-Scripted = Callable[[Script], ScriptedServer]
 SENDER = "from@example.com"
 
 

@@ -9,7 +9,6 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -29,20 +28,20 @@ from django_sockmail.models import Session
 from tests.servers import (
     STALL,
     USERS,
+    MakeServer,
     Responder,
-    Script,
+    Scripted,
     ScriptedServer,
     SMTPServer,
     free_port,
     replying_authenticator,
+    server_context,
 )
 from tests.test_auth import assert_no_secret_stored, secret_forms
-from tests.test_tls import der_fingerprint, server_context
+from tests.test_tls import der_fingerprint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MakeServer = Callable[..., SMTPServer]
-Scripted = Callable[[Script], ScriptedServer]
 ROOT = Path(__file__).resolve().parent.parent
 USERNAME = "alice"
 PASSWORD = USERS[USERNAME]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import smtplib
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,19 @@ from django.core.mail import EmailMessage, send_mail
 from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.servers import (
+    MakeServer,
     Responder,
-    Script,
+    Scripted,
     ScriptedServer,
     SMTPServer,
     backend_for,
     note_mail_from,
     note_peer_certificates,
+    server_context,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MakeServer = Callable[..., SMTPServer]
-Scripted = Callable[[Script], ScriptedServer]
 STARTTLS_EHLO = b"250-scripted.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n"
 
 
@@ -50,12 +49,6 @@ def transcript(session: Session) -> list[tuple[str, str]]:
 
 def client_commands(session: Session) -> list[str]:
     return [text for direction, text in transcript(session) if direction == "C"]
-
-
-def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    return context
 
 
 @pytest.fixture
