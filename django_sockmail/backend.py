@@ -8,7 +8,8 @@ import inspect
 import logging
 import ssl
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +27,7 @@ from .smtp.errors import (
     SMTPRecipientsRefused,
     SMTPSenderRefused,
 )
+from .smtp.pipeline import Transaction
 from .smtp.protocol import new_outcome
 from .smtp.results import PARTIAL, SENT, UNKNOWN, MessageOutcome
 from .transcript import INFO, MessageRecord, Transcript, header_block
@@ -203,41 +205,58 @@ class EmailBackend(BaseEmailBackend):
         if self.connection is None or opened is None:
             return
         try:
-            for message, envelope in batch:
-                try:
-                    self._send(message, envelope)
-                except SMTPError:
-                    if not self.fail_silently:
-                        raise
-                    if self.connection is None:
-                        break  # the session is gone: the rest stay unsent
+            self._deliver(self.connection, batch)
         finally:
             if opened or self.connection is None:
                 self.close()
 
-    def _send(self, message: EmailMessage, envelope: Envelope) -> None:
-        """One message; raises when the server did not accept it."""
-        assert self.connection is not None
-        mime, content = render(message)
+    def _deliver(self, client: SMTPClient, batch: list[tuple[EmailMessage, Envelope]]) -> None:
+        """Hand the messages to the client one by one, rendering each only when the
+        client can take it, and follow each to the server's verdict. Like Django's
+        backend, the first message refused ends the batch (unless fail_silently); the
+        ones already on their way are still followed to their verdict."""
+        in_flight: deque[EmailMessage] = deque()  # handed over, verdict not yet known
+        refusals: list[SMTPError] = []
+
+        def transactions() -> Iterator[Transaction]:
+            for message, envelope in batch:
+                if refusals and not self.fail_silently:
+                    return
+                mime, content = render(message)
+                try:
+                    transaction = client.prepare(envelope, content)
+                except SMTPError as exc:  # refused locally: too large, needs SMTPUTF8
+                    assert exc.outcome is not None
+                    self._keep(message, mime, content, exc.outcome)
+                    self._failed(message, exc.outcome, exc)
+                    refusals.append(exc)
+                    continue
+                self._keep(message, mime, content, transaction.outcome)
+                in_flight.append(message)
+                yield transaction
+
         try:
-            outcome = self.connection.send(envelope, content)
+            for transaction in client.send_many(transactions()):
+                message, outcome = in_flight.popleft(), transaction.outcome
+                if outcome.status in (SENT, PARTIAL):
+                    signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
+                else:
+                    refusals.append(_refusal(outcome))
+                    self._failed(message, outcome, refusals[-1])
         except SMTPError as exc:
-            if exc.outcome is not None:
-                self._keep(message, mime, content, exc.outcome)
-                signals.send(signals.message_failed, type(self), message=message,
-                             outcome=exc.outcome, error=exc)  # fmt: skip
-            if not self.connection.is_open:
+            for message in in_flight:  # settled by the client: unknown, failed or not sent
+                self._failed(message, message.sockmail_outcome, exc)  # type: ignore[attr-defined]
+            if not client.is_open:
                 self.connection = None  # the session is over; close() records it
-            raise
-        self._keep(message, mime, content, outcome)
-        if outcome.status in (SENT, PARTIAL):
-            signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
-            return
-        error = _refusal(outcome)
+            if not self.fail_silently:
+                raise
+        if refusals and not self.fail_silently:
+            raise refusals[0]
+
+    def _failed(self, message: EmailMessage, outcome: MessageOutcome, error: SMTPError) -> None:
         signals.send(
             signals.message_failed, type(self), message=message, outcome=outcome, error=error
         )
-        raise error
 
     def _keep(
         self, message: EmailMessage, mime: Any, content: bytes, outcome: MessageOutcome

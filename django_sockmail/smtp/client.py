@@ -7,13 +7,15 @@ import contextlib
 import functools
 import hashlib
 import ipaddress
+import math
+import select
 import socket
 import ssl
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Literal, TypeVar
 
 from . import protocol
-from .data import normalize_line_endings
 from .envelope import Envelope
 from .errors import (
     SMTPCommandError,
@@ -26,6 +28,7 @@ from .errors import (
     SMTPTLSError,
 )
 from .events import NullListener, SessionListener, TLSInfo
+from .pipeline import Pipeline, Transaction, prepare
 from .replies import Reply, ReplyParser
 from .results import UNKNOWN, MessageOutcome
 
@@ -34,6 +37,12 @@ T = TypeVar("T")
 # Only ever on request; "starttls" never falls back.
 Security = Literal["none", "starttls", "ssl", "opportunistic"]
 RECV_SIZE = 65536
+SEND_SIZE = 262144  # at most this much per send(): the rest waits while replies are read
+# Transactions written ahead of their verdict. Enough to keep a long link busy; each is
+# a message that a dropped connection could leave "unknown" (content sent, no verdict).
+PIPELINE_WINDOW = 64
+# Bytes queued ahead of the socket: a new transaction waits until the queue is below.
+PIPELINE_QUEUE_BYTES = 1 << 20
 
 
 @functools.cache
@@ -75,6 +84,28 @@ def is_loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def _wait(sock: socket.socket, want_write: bool, timeout: float | None) -> tuple[bool, bool]:
+    """Wait until ``sock`` can be read (or written, when wanted): (readable, writable),
+    both False when ``timeout`` passed first."""
+    if not hasattr(select, "poll"):  # Windows
+        r, w, _ = select.select([sock], [sock] if want_write else [], [], timeout)
+        return bool(r), bool(w)
+    poller = select.poll()  # unlike select(), not limited to descriptors below 1024
+    poller.register(sock, select.POLLIN | (select.POLLOUT if want_write else 0))
+    events = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+    flags = events[0][1] if events else 0
+    # An error or hang-up shows up as a failed or empty recv().
+    readable = bool(flags & (select.POLLIN | select.POLLERR | select.POLLHUP))
+    return readable, bool(flags & select.POLLOUT)
+
+
+def _closing(reply: Reply) -> SMTPServerDisconnected:
+    # RFC 5321 §3.8: a 421 reply means the server is shutting the session down.
+    error = SMTPServerDisconnected(f"The server closed the session: {reply}")
+    error.reply = reply
+    return error
 
 
 def _format_address(address: object) -> str:
@@ -154,6 +185,9 @@ class SMTPClient:
         self._sock: socket.socket | None = None
         self._parser = ReplyParser()
         self._replies: deque[Reply] = deque()
+        self._outgoing = bytearray()  # written to the socket as it takes it
+        self._sent = 0  # bytes written in the session
+        self._retry_size = 0
 
     def __repr__(self) -> str:
         return f"<SMTPClient {self.host}:{self.port} security={self.security}>"
@@ -194,27 +228,101 @@ class SMTPClient:
             self._fail(exc)
             raise
 
+    def prepare(self, envelope: Envelope, content: bytes) -> Transaction:
+        """A transaction for :meth:`send_many`. A message the server has said it cannot
+        take (too large, needs SMTPUTF8) raises here, with ``error.outcome``; the
+        session stays open."""
+        return prepare(self.capabilities, envelope, content)
+
     def send(self, envelope: Envelope, content: bytes) -> MessageOutcome:
         """One mail transaction. Refusals come back in the outcome; a failure of the
         session itself (disconnect, timeout, garbage) raises, with the outcome so far
         attached to the error as ``error.outcome``."""
-        content = normalize_line_endings(content)
-        outcome = protocol.new_outcome(envelope, content)
+        transaction = self.prepare(envelope, content)
+        for _ in self.send_many([transaction]):
+            pass
+        return transaction.outcome
+
+    def send_many(self, transactions: Iterable[Transaction]) -> Iterator[Transaction]:
+        """Send each transaction, taken from ``transactions`` only when it can be
+        written, and yield it once the server has given its verdict, in order.
+
+        When the server offers PIPELINING, transactions overlap: the next one is
+        written behind the content of the one before (and, with CHUNKING, without
+        waiting at all, up to :data:`PIPELINE_WINDOW` ahead). If the session fails, every
+        transaction taken and not yet yielded is settled (sent content without a
+        verdict is UNKNOWN) and the error is raised with the oldest one's outcome as
+        ``error.outcome``.
+        """
+        chunking = self.chunking and self.capabilities.has("CHUNKING")
+        if not (self.pipelining and self.capabilities.has("PIPELINING")):
+            for transaction in transactions:
+                self._send_one(transaction, chunking)
+                yield transaction
+            return
+        pipeline = Pipeline(self.capabilities, chunking=chunking, reset_first=self._reset_needed)
+        start = self._sent
+        pending = iter(transactions)
+        source_error: BaseException | None = None  # raised by the caller's iterable
         try:
-            protocol.check_message(self.capabilities, envelope, content)
-        except SMTPError as exc:  # refused locally: nothing was offered to the server
-            outcome.error = str(exc)
-            exc.outcome = outcome
+            while True:
+                while pipeline.can_offer and self._has_room(pipeline):
+                    try:
+                        offered = next(pending, None)
+                    except Exception as exc:  # finish what is in flight, then re-raise
+                        offered, source_error = None, exc
+                    if offered is None:
+                        pending = iter(())
+                        break
+                    self._queue(pipeline.offer(offered))
+                if not pipeline.in_flight:
+                    break
+                reply = self._read_reply()
+                commands, finished = pipeline.receive(reply)
+                if reply.code == 421:
+                    raise _closing(reply)
+                self._queue(commands)
+                if finished is not None:
+                    self._reset_needed = True
+                    yield finished
+            self._flush()
+            if source_error is not None:
+                raise source_error
+        except BaseException as exc:
+            if exc is source_error:
+                raise
+            closing = isinstance(exc, SMTPServerDisconnected) and exc.reply is not None
+            unsettled = pipeline.abort(self._sent - start, server_closed=closing)
+            self._reset_needed = True
+            for transaction in unsettled:
+                outcome = transaction.outcome
+                outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, SMTPError) and unsettled:
+                exc.outcome = unsettled[0].outcome
+            if isinstance(exc, GeneratorExit):  # dropped by the caller: out of step now
+                if unsettled:
+                    self.close()
+            else:
+                self._fail(exc)
             raise
+
+    def _has_room(self, pipeline: Pipeline) -> bool:
+        return (
+            len(pipeline.in_flight) < PIPELINE_WINDOW and len(self._outgoing) < PIPELINE_QUEUE_BYTES
+        )
+
+    def _send_one(self, transaction: Transaction, chunking: bool) -> None:
+        # Without PIPELINING: one command, one reply, one transaction at a time.
+        outcome = transaction.outcome
         exchange = protocol.transaction(
             self.capabilities,
-            envelope,
-            content,
+            transaction.envelope,
+            transaction.content,
             outcome,
             reset_first=self._reset_needed,
-            pipelining=self.pipelining and self.capabilities.has("PIPELINING"),
-            chunking=self.chunking and self.capabilities.has("CHUNKING"),
+            chunking=chunking,
         )
+        transaction.content = b""  # the exchange holds it as long as it is needed
         try:
             self._run(exchange)
         except BaseException as exc:
@@ -227,7 +335,6 @@ class SMTPClient:
             self._fail(exc)
             raise
         self._reset_needed = outcome.final_reply is not None
-        return outcome
 
     def quit(self) -> None:
         """Say QUIT and close. Never raises: the server may already be gone."""
@@ -262,6 +369,7 @@ class SMTPClient:
             raise SMTPConnectError.without_reply(
                 f"Could not connect to {self.host}:{self.port}: {exc}"
             ) from exc
+        sock.setblocking(False)  # every read and write goes through _pump()
         self._sock = sock
         self.listener.on_connected(
             _format_address(sock.getpeername()), _format_address(sock.getsockname())
@@ -276,6 +384,7 @@ class SMTPClient:
             # TLS and must never be read as if it had come over TLS.
             raise SMTPProtocolError("The server sent data after its 220 reply to STARTTLS")
         context = self.ssl_context or create_ssl_context()
+        self._sock.settimeout(self.timeout)  # the handshake blocks, within the timeout
         try:
             self._sock = context.wrap_socket(self._sock, server_hostname=self.host)
         except TimeoutError as exc:
@@ -286,6 +395,7 @@ class SMTPClient:
             raise SMTPServerDisconnected(
                 f"Connection lost during the TLS handshake: {exc}"
             ) from exc
+        self._sock.setblocking(False)
         self._parser = ReplyParser()
         assert isinstance(self._sock, ssl.SSLSocket)
         self.listener.on_tls(tls_info(self._sock))
@@ -306,48 +416,83 @@ class SMTPClient:
         if self._replies or self._parser.in_reply:
             raise SMTPProtocolError("The server sent a reply to no command")
         self._content_written = False
+        self._queue(commands)
+        self._flush()
+        self._content_written = any(cmd.is_content for cmd in commands)
+        replies = [self._read_reply() for _ in commands]
+        for reply in replies:
+            if reply.code == 421:
+                raise _closing(reply)
+        return replies
+
+    def _queue(self, commands: list[protocol.Command]) -> None:
         for cmd in commands:
             if cmd.display:  # BDAT has both a command line and content
                 self.listener.on_command(cmd.display)
             if cmd.is_content:
                 self.listener.on_content(cmd.content)
-        self._write(b"".join(cmd.wire for cmd in commands))
-        self._content_written = any(cmd.is_content for cmd in commands)
-        replies = [self._read_reply() for _ in commands]
-        for reply in replies:
-            if reply.code == 421:
-                # RFC 5321 §3.8: the server is shutting the session down.
-                error = SMTPServerDisconnected(f"The server closed the session: {reply}")
-                error.reply = reply
-                raise error
-        return replies
+            self._outgoing += cmd.wire
 
-    def _write(self, data: bytes) -> None:
-        if self._sock is None:
-            raise SMTPServerDisconnected("Not connected")
-        try:
-            self._sock.sendall(data)
-        except TimeoutError as exc:
-            raise SMTPTimeoutError("Timed out sending to the server") from exc
-        except OSError as exc:
-            raise SMTPServerDisconnected(f"Connection lost while sending: {exc}") from exc
+    def _flush(self) -> None:
+        """Write everything queued (reading replies meanwhile)."""
+        while self._outgoing:
+            self._pump()
 
     def _read_reply(self) -> Reply:
+        """The next reply (writing what is queued meanwhile)."""
         while not self._replies:
-            if self._sock is None:
-                raise SMTPServerDisconnected("Not connected")
-            try:
-                data = self._sock.recv(RECV_SIZE)
-            except TimeoutError as exc:
-                raise SMTPTimeoutError("Timed out waiting for the server's reply") from exc
-            except OSError as exc:
-                raise SMTPServerDisconnected(f"Connection lost while reading: {exc}") from exc
-            if not data:
-                raise SMTPServerDisconnected("Connection unexpectedly closed")
-            for reply in self._parser.feed(data):
-                self.listener.on_reply(reply)
-                self._replies.append(reply)
+            self._pump()
         return self._replies.popleft()
+
+    def _pump(self) -> None:
+        """Move bytes both ways once: send what is queued, take in what has come.
+
+        Writing and reading together means a server that stops reading until its
+        replies are read can never block us, nor we it (RFC 2920 §3.1 deadlock).
+        """
+        sock = self._sock
+        if sock is None:
+            raise SMTPServerDisconnected("Not connected")
+        if self._outgoing and self._send_some(sock):
+            return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self._receive(sock)  # decrypted bytes wait inside the TLS layer
+            return
+        readable, writable = _wait(sock, bool(self._outgoing), self.timeout)
+        if not (readable or writable):
+            if self._outgoing:
+                raise SMTPTimeoutError("Timed out sending to the server")
+            raise SMTPTimeoutError("Timed out waiting for the server's reply")
+        if readable:
+            self._receive(sock)
+
+    def _send_some(self, sock: socket.socket) -> bool:
+        # A TLS write that could not finish must be repeated with the same bytes.
+        size = self._retry_size or min(len(self._outgoing), SEND_SIZE)
+        try:
+            sent = sock.send(self._outgoing[:size])
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self._retry_size = size if isinstance(sock, ssl.SSLSocket) else 0
+            return False
+        except OSError as exc:
+            raise SMTPServerDisconnected(f"Connection lost while sending: {exc}") from exc
+        self._retry_size = 0
+        del self._outgoing[:sent]
+        self._sent += sent
+        return sent > 0
+
+    def _receive(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError as exc:
+            raise SMTPServerDisconnected(f"Connection lost while reading: {exc}") from exc
+        if not data:
+            raise SMTPServerDisconnected("Connection unexpectedly closed")
+        for reply in self._parser.feed(data):
+            self.listener.on_reply(reply)
+            self._replies.append(reply)
 
     @property
     def is_encrypted(self) -> bool:

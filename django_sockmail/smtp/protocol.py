@@ -3,8 +3,8 @@
 Each step of a session is a generator (an *exchange*): it yields a group of
 :class:`Command` objects, is sent back one :class:`Reply` per command, and finally
 returns its result. The socket driver in :mod:`.client` runs exchanges; tests run them
-against scripted replies. Today every group holds one command; groups are how
-pipelining (RFC 2920) will send several at once.
+against scripted replies. A group of several commands is written at once (RFC 2920
+pipelining); :mod:`.pipeline` goes further and overlaps whole transactions.
 """
 
 from __future__ import annotations
@@ -257,104 +257,47 @@ def transaction(
     outcome: MessageOutcome,
     *,
     reset_first: bool,
-    pipelining: bool = False,
     chunking: bool = False,
 ) -> Exchange[MessageOutcome]:
-    """One mail transaction: (RSET,) MAIL, RCPT for each recipient, DATA, content.
+    """One mail transaction, a command at a time: (RSET,) MAIL, RCPT for each
+    recipient, then DATA and the content, or with ``chunking`` (RFC 3030) BDAT.
 
+    This is the way for servers without PIPELINING (:mod:`.pipeline` is the other).
     ``content`` must already have CRLF line endings (:func:`.data.normalize_line_endings`).
-    With ``pipelining`` (RFC 2920) everything up to DATA goes in one group: RSET, MAIL
-    and RCPT may stand anywhere in a group, DATA only last. With ``chunking`` (RFC 3030)
-    the content goes as BDAT instead of DATA; with both, BDAT joins the group, so the
-    whole transaction takes one round trip. Replies are written into
-    ``outcome`` as they come, so whoever holds it knows what the server said even if
-    the session breaks halfway. Refusals are not raised: the transaction is reset so
-    the session can go on with the next message.
+    Replies are written into ``outcome`` as they come, so whoever holds it knows what
+    the server said even if the session breaks halfway. Refusals are not raised: the
+    transaction is reset so the session can go on with the next message.
     """
+    if reset_first:
+        yield [command("RSET")]
     params = mail_parameters(capabilities, envelope, content)
-    mail = command("MAIL", f"FROM:<{envelope.sender}>{params}")
-    rcpts = [
-        command("RCPT", f"TO:<{r.address}>{rcpt_parameters(capabilities, envelope, r.address)}")
-        for r in outcome.recipients
-    ]
+    [outcome.mail_reply] = yield [command("MAIL", f"FROM:<{envelope.sender}>{params}")]
+    if not outcome.mail_reply.is_positive:
+        outcome.error = envelope_refusal(outcome)
+        return (yield from _abandon(outcome))
+    for recipient in outcome.recipients:
+        params = rcpt_parameters(capabilities, envelope, recipient.address)
+        [recipient.reply] = yield [command("RCPT", f"TO:<{recipient.address}>{params}")]
+    if not any(r.accepted for r in outcome.recipients):
+        outcome.error = envelope_refusal(outcome)
+        return (yield from _abandon(outcome))
     if chunking:
-        return (
-            yield from _bdat_transaction(outcome, content, reset_first, pipelining, mail, rcpts)
-        )
-    if pipelining:
-        reset = [command("RSET")] if reset_first else []
-        replies = yield [*reset, mail, *rcpts, command("DATA")]
-        outcome.mail_reply, *rcpt_replies, outcome.data_reply = replies[len(reset) :]
-        for recipient, reply in zip(outcome.recipients, rcpt_replies, strict=True):
-            recipient.reply = reply
-        if not outcome.mail_reply.is_positive or not any(r.accepted for r in outcome.recipients):
-            outcome.error = _envelope_refusal(outcome)
-            if outcome.data_reply.code == 354:
-                # The server took DATA although nobody can receive the message: end it
-                # with no content at all (RFC 2920 §3.1), then reset.
-                yield [Command(b".\r\n", ". (ends the DATA the server should have refused)")]
-            return (yield from _abandon(outcome))
+        [outcome.final_reply] = yield [bdat_command(content)]
     else:
-        if reset_first:
-            yield [command("RSET")]
-        [outcome.mail_reply] = yield [mail]
-        if not outcome.mail_reply.is_positive:
-            outcome.error = _envelope_refusal(outcome)
-            return (yield from _abandon(outcome))
-        for recipient, rcpt in zip(outcome.recipients, rcpts, strict=True):
-            [recipient.reply] = yield [rcpt]
-        if not any(r.accepted for r in outcome.recipients):
-            outcome.error = _envelope_refusal(outcome)
-            return (yield from _abandon(outcome))
         [outcome.data_reply] = yield [command("DATA")]
-    if outcome.data_reply.code != 354:
-        outcome.error = f"DATA refused: {outcome.data_reply}"
-        return (yield from _abandon(outcome))
-    [outcome.final_reply] = yield [content_command(content)]
+        if outcome.data_reply.code != 354:
+            outcome.error = f"DATA refused: {outcome.data_reply}"
+            return (yield from _abandon(outcome))
+        [outcome.final_reply] = yield [content_command(content)]
     if not outcome.final_reply.is_positive:
         outcome.error = f"message refused: {outcome.final_reply}"
+        if chunking:  # a refused BDAT leaves the transaction open (RFC 3030 §4.2)
+            return (yield from _abandon(outcome))
     outcome.settle()
     return outcome
 
 
-def _bdat_transaction(
-    outcome: MessageOutcome,
-    content: bytes,
-    reset_first: bool,
-    pipelining: bool,
-    mail: Command,
-    rcpts: list[Command],
-) -> Exchange[MessageOutcome]:
-    reset = [command("RSET")] if reset_first else []
-    if pipelining:
-        # The content rides along: if the envelope fails, the server refuses the BDAT
-        # (RFC 3030 §4.2) and the bytes are thrown away, never delivered.
-        replies = yield [*reset, mail, *rcpts, bdat_command(content)]
-        outcome.mail_reply, *rcpt_replies, outcome.final_reply = replies[len(reset) :]
-        for recipient, reply in zip(outcome.recipients, rcpt_replies, strict=True):
-            recipient.reply = reply
-    else:
-        if reset:
-            yield reset
-        [outcome.mail_reply] = yield [mail]
-        if outcome.mail_reply.is_positive:
-            for recipient, rcpt in zip(outcome.recipients, rcpts, strict=True):
-                [recipient.reply] = yield [rcpt]
-        if outcome.mail_reply.is_positive and any(r.accepted for r in outcome.recipients):
-            [outcome.final_reply] = yield [bdat_command(content)]
-    if not outcome.mail_reply.is_positive or not any(r.accepted for r in outcome.recipients):
-        outcome.error = _envelope_refusal(outcome)
-        outcome.final_reply = None  # whatever BDAT got, nobody could receive it
-        return (yield from _abandon(outcome))
-    assert outcome.final_reply is not None
-    if not outcome.final_reply.is_positive:
-        outcome.error = f"message refused: {outcome.final_reply}"
-        return (yield from _abandon(outcome))
-    outcome.settle()
-    return outcome
-
-
-def _envelope_refusal(outcome: MessageOutcome) -> str:
+def envelope_refusal(outcome: MessageOutcome) -> str:
     if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
         return f"sender refused: {outcome.mail_reply}"
     return "every recipient refused"

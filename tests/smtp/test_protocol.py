@@ -33,7 +33,7 @@ def run(exchange: protocol.Exchange[T], replies: list[str]) -> tuple[T, list[str
     try:
         commands = next(exchange)
         while True:
-            sent.extend(c.display if not c.is_content else "<content>" for c in commands)
+            sent.extend(c.display or "<content>" for c in commands)
             commands = exchange.send([reply(next(pending)) for _ in commands])
     except StopIteration as stop:
         return stop.value, sent
@@ -247,86 +247,16 @@ def test_a_3xx_reply_is_not_an_acceptance() -> None:
     assert not outcome.recipients[0].accepted and outcome.status == PARTIAL
 
 
-PIPELINING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 PIPELINING\n"))
-RCPTS = ["RCPT TO:<a@example.org>", "RCPT TO:<b@example.org>"]
-
-
-def run_groups(
-    exchange: protocol.Exchange[MessageOutcome], replies: list[str]
-) -> tuple[MessageOutcome, list[list[str]]]:
-    """Like run(), but keeps the grouping: one list per write."""
-    groups: list[list[str]] = []
-    pending = iter(replies)
-    try:
-        commands = next(exchange)
-        while True:
-            groups.append([c.display or "<content>" for c in commands])
-            commands = exchange.send([reply(next(pending)) for _ in commands])
-    except StopIteration as stop:
-        return stop.value, groups
-
-
-def pipelined(replies: list[str], *, reset_first: bool = False) -> tuple[Any, list[list[str]]]:
-    outcome = protocol.new_outcome(ENVELOPE, CONTENT)
-    exchange = protocol.transaction(
-        PIPELINING, ENVELOPE, CONTENT, outcome, reset_first=reset_first, pipelining=True
-    )
-    return run_groups(exchange, replies)
-
-
-def test_pipelining_sends_the_envelope_in_one_group() -> None:
-    outcome, groups = pipelined(["250", "250", "250", "250", "354", "250 queued as Q1"],
-                                reset_first=True)  # fmt: skip
-    assert groups == [
-        ["RSET", "MAIL FROM:<from@example.org>", *RCPTS, "DATA"],
-        ["<content>"],
-    ]
-    assert outcome.status == SENT and outcome.queue_id == "Q1"
-
-
-def test_pipelining_with_every_recipient_refused_ends_an_accepted_data_empty() -> None:
-    # A server that answers DATA with 354 although no recipient was accepted.
-    outcome, groups = pipelined(["250", "550 no", "550 no", "354 go", "554 empty", "250"])
-    assert groups[1] == [". (ends the DATA the server should have refused)"]
-    assert groups[2] == ["RSET"]
-    assert outcome.status == FAILED and outcome.final_reply is None
-    assert not any("<content>" in group for group in groups)
-
-
-def test_pipelining_with_the_sender_refused_resets() -> None:
-    outcome, groups = pipelined(["553 no", "503 no", "503 no", "503 no", "250"])
-    assert groups[1:] == [["RSET"]]
-    assert outcome.status == FAILED and "sender refused" in outcome.error
-
-
-def test_pipelining_with_one_recipient_refused_sends_to_the_other() -> None:
-    outcome, groups = pipelined(["250", "250", "550 5.1.1 no", "354", "250 ok"])
-    assert groups[1] == ["<content>"]
-    assert outcome.status == PARTIAL and list(outcome.refused_recipients) == ["b@example.org"]
-
-
-def test_pipelining_with_data_refused_resets() -> None:
-    outcome, groups = pipelined(["250", "250", "250", "451 later", "250"])
-    assert groups[1:] == [["RSET"]] and outcome.status == FAILED
-
-
-CHUNKING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250-CHUNKING\n250 PIPELINING\n"))
+CHUNKING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 CHUNKING\n"))
 DOTTED = b"Subject: d\r\n\r\n.leading dot\r\n"
 
 
-def bdat(replies: list[str], *, pipelining: bool) -> tuple[MessageOutcome, list[list[str]]]:
+def bdat(replies: list[str]) -> tuple[MessageOutcome, list[str]]:
     outcome = protocol.new_outcome(ENVELOPE, DOTTED)
     exchange = protocol.transaction(
-        CHUNKING, ENVELOPE, DOTTED, outcome, reset_first=False,
-        pipelining=pipelining, chunking=True,
-    )  # fmt: skip
-    return run_groups(exchange, replies)
-
-
-def test_bdat_with_pipelining_is_one_round_trip() -> None:
-    outcome, groups = bdat(["250", "250", "250", "250 2.0.0 queued as B1"], pipelining=True)
-    assert groups == [["MAIL FROM:<from@example.org>", *RCPTS, f"BDAT {len(DOTTED)} LAST"]]
-    assert outcome.status == SENT and outcome.queue_id == "B1"
+        CHUNKING, ENVELOPE, DOTTED, outcome, reset_first=False, chunking=True
+    )
+    return run(exchange, replies)
 
 
 def test_bdat_sends_exact_bytes_without_dot_stuffing() -> None:
@@ -336,20 +266,13 @@ def test_bdat_sends_exact_bytes_without_dot_stuffing() -> None:
 
 
 def test_bdat_without_pipelining_waits_for_each_reply() -> None:
-    outcome, groups = bdat(["250", "250", "250", "250 ok"], pipelining=False)
-    assert [len(g) for g in groups] == [1, 1, 1, 1] and outcome.status == SENT
+    outcome, sent = bdat(["250", "250", "250", "250 ok"])
+    assert sent[-1] == f"BDAT {len(DOTTED)} LAST" and outcome.status == SENT
 
 
-def test_bdat_after_every_recipient_refused_is_not_a_delivery() -> None:
-    outcome, groups = bdat(["250", "550 no", "550 no", "554 no valid recipients", "250"],
-                           pipelining=True)  # fmt: skip
-    assert groups[-1] == ["RSET"]
-    assert outcome.status == FAILED and outcome.final_reply is None
-
-
-def test_bdat_refused_content() -> None:
-    outcome, groups = bdat(["250", "250", "250", "552 too big", "250"], pipelining=True)
-    assert groups[-1] == ["RSET"] and outcome.status == FAILED
+def test_bdat_refused_content_resets() -> None:
+    outcome, sent = bdat(["250", "250", "250", "552 too big", "250"])
+    assert sent[-1] == "RSET" and outcome.status == FAILED
 
 
 def test_dsn_parameters_only_when_offered() -> None:

@@ -1,0 +1,235 @@
+"""Mail transactions back to back, without I/O (RFC 2920 §3.1, RFC 3030 §4).
+
+With PIPELINING a client may write a message's RSET, MAIL, every RCPT and DATA at once,
+and the content of one message may be followed by the next message's commands without
+waiting for its reply. With CHUNKING too, a transaction never waits for anything: MAIL,
+RCPT and ``BDAT n LAST`` with the content go out together, and so do the transactions
+after it. A :class:`Pipeline` decides what to write next and matches each reply, in
+order, to the command it answers, so every message and recipient gets its own outcome.
+The socket driver in :mod:`.client` feeds it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from .data import normalize_line_endings
+from .envelope import Envelope
+from .errors import SMTPError
+from .protocol import (
+    Capabilities,
+    Command,
+    bdat_command,
+    check_message,
+    command,
+    content_command,
+    envelope_refusal,
+    mail_parameters,
+    new_outcome,
+    rcpt_parameters,
+)
+from .replies import Reply
+from .results import NOT_SENT, UNKNOWN, MessageOutcome
+
+
+@dataclass
+class Transaction:
+    """One message to send: its envelope, its content and the outcome being filled in."""
+
+    envelope: Envelope
+    content: bytes  # CRLF line endings; emptied once written, so a batch holds little
+    outcome: MessageOutcome
+    written_at: int = -1  # stream offset where the content ends, once queued
+
+
+def prepare(capabilities: Capabilities, envelope: Envelope, content: bytes) -> Transaction:
+    """A transaction for ``content``, refused locally (raising, with ``error.outcome``)
+    when the server has said it cannot take it."""
+    content = normalize_line_endings(content)
+    outcome = new_outcome(envelope, content)
+    try:
+        check_message(capabilities, envelope, content)
+    except SMTPError as exc:
+        outcome.error = str(exc)  # and the status stays NOT_SENT: never offered
+        exc.outcome = outcome
+        raise
+    return Transaction(envelope, content, outcome)
+
+
+class Step(Enum):
+    """What a reply in the pipeline answers."""
+
+    RSET = "RSET"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    END = "end of data"  # the final reply: after the content or to BDAT LAST
+    EMPTY_END = "empty end of data"  # ends a DATA the server should have refused
+
+
+@dataclass
+class _Awaited:
+    step: Step
+    transaction: Transaction
+    index: int = 0  # which recipient, for RCPT
+
+
+class Pipeline:
+    """Transactions in flight on one session, in the order they were written.
+
+    :meth:`offer` gives the commands that start a transaction; :meth:`receive` takes
+    each reply and gives what to write next (the content once DATA has its 354), and
+    the transaction it finished, if any. Every transaction after the session's first
+    starts with RSET: whatever became of the one before, the next starts clean.
+    """
+
+    def __init__(self, capabilities: Capabilities, *, chunking: bool, reset_first: bool) -> None:
+        self.capabilities = capabilities
+        self.chunking = chunking
+        self._reset_next = reset_first
+        self._awaited: deque[_Awaited] = deque()
+        self.in_flight: deque[Transaction] = deque()  # offered, not yet finished
+        # A DATA waits for its 354: nothing may be written until it comes (the content
+        # must follow DATA directly), so no further transaction may be offered.
+        self.waiting_for_data = False
+        self.queued = 0  # bytes of commands and content handed to the driver
+
+    @property
+    def can_offer(self) -> bool:
+        return not self.waiting_for_data
+
+    def offer(self, transaction: Transaction) -> list[Command]:
+        caps, envelope, outcome = self.capabilities, transaction.envelope, transaction.outcome
+        commands: list[Command] = []
+        if self._reset_next:
+            commands.append(command("RSET"))
+            self._await(Step.RSET, transaction)
+        self._reset_next = True
+        params = mail_parameters(caps, envelope, transaction.content)
+        commands.append(command("MAIL", f"FROM:<{envelope.sender}>{params}"))
+        self._await(Step.MAIL, transaction)
+        for i, recipient in enumerate(outcome.recipients):
+            address = recipient.address
+            params = rcpt_parameters(caps, envelope, address)
+            commands.append(command("RCPT", f"TO:<{address}>{params}"))
+            self._await(Step.RCPT, transaction, i)
+        if self.chunking:
+            # If the envelope fails the server refuses the BDAT and throws the bytes
+            # away (RFC 3030 §4.2): they are never delivered.
+            commands.append(bdat_command(transaction.content))
+            self._await(Step.END, transaction)
+        else:
+            commands.append(command("DATA"))
+            self._await(Step.DATA, transaction)
+            self.waiting_for_data = True
+        self.in_flight.append(transaction)
+        return self._written(commands, transaction)
+
+    def receive(self, reply: Reply) -> tuple[list[Command], Transaction | None]:
+        """Match ``reply`` to the oldest command without one."""
+        awaited = self._awaited.popleft()
+        transaction, outcome = awaited.transaction, awaited.transaction.outcome
+        step = awaited.step
+        if step is Step.MAIL:
+            outcome.mail_reply = reply
+        elif step is Step.RCPT:
+            outcome.recipients[awaited.index].reply = reply
+        elif step is Step.DATA:
+            outcome.data_reply = reply
+            self.waiting_for_data = False
+            return self._after_data(transaction, reply)
+        elif step is Step.END:
+            if _envelope_accepted(outcome):
+                outcome.final_reply = reply
+                if not reply.is_positive:
+                    outcome.error = f"message refused: {reply}"
+            else:
+                outcome.error = envelope_refusal(outcome)  # whatever BDAT got: no one took it
+            return [], self._finish(transaction)
+        elif step is Step.EMPTY_END:
+            return [], self._finish(transaction)
+        return [], None
+
+    def _after_data(
+        self, transaction: Transaction, reply: Reply
+    ) -> tuple[list[Command], Transaction | None]:
+        outcome = transaction.outcome
+        if reply.code != 354:
+            outcome.error = (
+                f"DATA refused: {reply}"
+                if _envelope_accepted(outcome)
+                else envelope_refusal(outcome)
+            )
+            return [], self._finish(transaction)
+        if not _envelope_accepted(outcome):
+            # The server took DATA although nobody can receive the message: end it with
+            # no content at all (RFC 2920 §3.1); the next transaction starts with RSET.
+            outcome.error = envelope_refusal(outcome)
+            self._await(Step.EMPTY_END, transaction)
+            end = Command(b".\r\n", ". (ends the DATA the server should have refused)")
+            return self._written([end], transaction), None
+        self._await(Step.END, transaction)
+        return self._written([content_command(transaction.content)], transaction), None
+
+    def _finish(self, transaction: Transaction) -> Transaction:
+        # Replies come in order, so the finished transaction is always the oldest.
+        finished = self.in_flight.popleft()
+        assert finished is transaction
+        transaction.content = b""
+        transaction.outcome.settle()
+        return transaction
+
+    def abort(self, sent: int, *, server_closed: bool) -> list[Transaction]:
+        """The session broke: settle every transaction in flight, oldest first.
+
+        ``sent`` counts the bytes of :attr:`queued` that went out. A message whose
+        whole content was written but whose verdict never came may
+        have been queued: UNKNOWN (RFC 1047), unless the server said it was closing
+        (421), which answers in order, so nothing after it was taken. The rest were
+        not accepted.
+        """
+        settled = list(self.in_flight)
+        for transaction in settled:
+            outcome = transaction.outcome
+            outcome.settle()
+            if outcome.final_reply is None:
+                written = 0 <= transaction.written_at <= sent
+                if written and not server_closed and not _refused(outcome):
+                    outcome.status = UNKNOWN
+                elif outcome.mail_reply is None:
+                    outcome.status = NOT_SENT
+            transaction.content = b""
+        self.in_flight.clear()
+        self._awaited.clear()
+        return settled
+
+    def _written(self, commands: list[Command], transaction: Transaction) -> list[Command]:
+        # The driver writes exactly what the pipeline gives, in order: so the pipeline
+        # knows where in the stream each message's content ends.
+        for cmd in commands:
+            self.queued += len(cmd.wire)
+            if cmd.is_content:
+                transaction.written_at = self.queued
+                transaction.content = b""  # the command holds the bytes until written
+        return commands
+
+    def _await(self, step: Step, transaction: Transaction, index: int = 0) -> None:
+        self._awaited.append(_Awaited(step, transaction, index))
+
+
+def _envelope_accepted(outcome: MessageOutcome) -> bool:
+    return (
+        outcome.mail_reply is not None
+        and outcome.mail_reply.is_positive
+        and any(r.accepted for r in outcome.recipients)
+    )
+
+
+def _refused(outcome: MessageOutcome) -> bool:
+    """The envelope is known to have failed: the content cannot have been taken."""
+    if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
+        return True
+    replies = [r.reply for r in outcome.recipients]
+    return all(r is not None for r in replies) and not any(r.accepted for r in outcome.recipients)

@@ -1,0 +1,148 @@
+"""Transactions back to back (RFC 2920, RFC 3030), driven with scripted replies: what
+goes out in each write, and which reply lands on which message and recipient."""
+
+from __future__ import annotations
+
+from django_sockmail.smtp import protocol
+from django_sockmail.smtp.envelope import make_envelope
+from django_sockmail.smtp.pipeline import Pipeline, Transaction, prepare
+from django_sockmail.smtp.results import FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN
+from tests.smtp.test_protocol import reply
+
+DATA_ONLY = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 PIPELINING\n"))
+CHUNKING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250-PIPELINING\n250 CHUNKING\n"))
+CONTENT = b"Subject: hi\r\n\r\n.body\r\n"
+END = ". (ends the DATA the server should have refused)"
+
+
+def message(*to: str) -> Transaction:
+    return prepare(DATA_ONLY, make_envelope("from@example.org", list(to)), CONTENT)
+
+
+def drive(
+    transactions: list[Transaction], replies: list[str], *, chunking: bool = False
+) -> tuple[Pipeline, list[list[str]], list[Transaction]]:
+    """Run a pipeline as the socket driver does: offer all it can take, then feed one
+    reply at a time. Returns the writes (what was queued between two reads, one list
+    each) and the transactions in the order they finished."""
+    pipeline = Pipeline(CHUNKING if chunking else DATA_ONLY, chunking=chunking, reset_first=False)
+    pending, writes, finished = iter(transactions), [[]], []  # type: ignore[var-annotated]
+    for text in [*replies, None]:
+        while pipeline.can_offer and (offered := next(pending, None)) is not None:
+            writes[-1] += [c.display or "<content>" for c in pipeline.offer(offered)]
+        if text is None or not pipeline.in_flight:
+            break
+        commands, done = pipeline.receive(reply(text))
+        if writes[-1]:
+            writes.append([])
+        writes[-1] += [c.display or "<content>" for c in commands]
+        if done is not None:
+            finished.append(done)
+    return pipeline, [w for w in writes if w], finished
+
+
+MAIL = "MAIL FROM:<from@example.org>"
+
+
+def test_the_next_envelope_follows_the_content_without_waiting() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    replies = ["250", "250", "354", "250 queued as A", "250", "250", "250", "354", "250 queued as B"]
+    _, writes, finished = drive([a, b], replies)
+    assert writes == [
+        [MAIL, "RCPT TO:<a@x.org>", "DATA"],
+        ["<content>", "RSET", MAIL, "RCPT TO:<b@x.org>", "DATA"],  # one write
+        ["<content>"],
+    ]
+    assert finished == [a, b]
+    assert [a.outcome.queue_id, b.outcome.queue_id] == ["A", "B"]
+    assert a.content == b"" and b.content == b""  # nothing kept once written
+
+
+def test_each_recipient_gets_its_own_reply() -> None:
+    t = message("a@x.org", "b@x.org", "c@x.org")
+    drive([t], ["250", "250", "550 5.1.1 no", "250", "354", "250 ok"])
+    assert [r.accepted for r in t.outcome.recipients] == [True, False, True]
+    assert t.outcome.status == PARTIAL
+
+
+def test_every_recipient_refused_means_no_content_and_the_next_one_resets() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    replies = ["250", "550 no", "554 no valid recipients", "250", "250", "250", "354", "250 ok"]
+    _, writes, finished = drive([a, b], replies)
+    assert writes[1] == ["RSET", MAIL, "RCPT TO:<b@x.org>", "DATA"]
+    assert "<content>" not in writes[0] + writes[1]
+    assert a.outcome.status == FAILED and a.outcome.error == "every recipient refused"
+    assert b.outcome.status == SENT and finished == [a, b]
+
+
+def test_a_354_to_an_envelope_nobody_can_receive_gets_an_empty_data() -> None:
+    a = message("a@x.org")
+    _, writes, finished = drive([a], ["250", "550 no", "354 go", "250 empty"])
+    assert writes[1] == [END]
+    assert a.outcome.status == FAILED and a.outcome.final_reply is None and finished == [a]
+
+
+def test_sender_refused() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    replies = ["553 no", "503 no", "503 no", "250", "250", "250", "354", "250 ok"]
+    _, writes, _ = drive([a, b], replies)
+    assert "sender refused" in a.outcome.error and a.outcome.status == FAILED
+    assert writes[1][0] == "RSET" and b.outcome.status == SENT
+
+
+def test_data_refused() -> None:
+    a = message("a@x.org")
+    drive([a], ["250", "250", "451 4.3.0 later"])
+    assert a.outcome.status == FAILED and a.outcome.error.startswith("DATA refused: 451")
+
+
+def test_content_refused_does_not_stop_the_next_message() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    replies = ["250", "250", "354", "552 too big", "250", "250", "250", "354", "250 ok"]
+    drive([a, b], replies)
+    assert a.outcome.status == FAILED and b.outcome.status == SENT
+
+
+def test_with_chunking_the_whole_batch_is_one_write() -> None:
+    batch = [message(f"{n}@x.org") for n in "abc"]
+    bdat = f"BDAT {len(CONTENT)} LAST"
+    replies = ["250", "250", "250 A"] + ["250", "250", "250", "250 B"] + ["250"] * 3 + ["250 C"]
+    _, writes, finished = drive(batch, replies, chunking=True)
+    assert writes == [
+        [MAIL, "RCPT TO:<a@x.org>", bdat, "RSET", MAIL, "RCPT TO:<b@x.org>", bdat]
+        + ["RSET", MAIL, "RCPT TO:<c@x.org>", bdat]
+    ]
+    assert finished == batch and all(t.outcome.status == SENT for t in batch)
+
+
+def test_a_refused_bdat_envelope_is_no_delivery_and_the_rest_go_on() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    replies = ["250", "550 no", "554 no valid recipients", "250", "250", "250", "250 ok"]
+    drive([a, b], replies, chunking=True)
+    assert a.outcome.status == FAILED and a.outcome.final_reply is None
+    assert b.outcome.status == SENT
+
+
+def test_abort_after_a_disconnect_tells_unknown_from_not_sent() -> None:
+    batch = [message(f"{n}@x.org") for n in "abcd"]
+    pipeline, _, finished = drive(batch, ["250", "250", "250 A", "250", "250"], chunking=True)
+    assert finished == [batch[0]]
+    written = batch[2].written_at  # c went out whole; d only in part
+    unsettled = pipeline.abort(written, server_closed=False)
+    assert unsettled == batch[1:]
+    assert [t.outcome.status for t in batch] == [SENT, UNKNOWN, UNKNOWN, NOT_SENT]
+
+
+def test_abort_after_421_knows_nothing_later_was_taken() -> None:
+    batch = [message(f"{n}@x.org") for n in "ab"]
+    pipeline, _, _ = drive(batch, ["250", "250"], chunking=True)
+    pipeline.receive(reply("421 4.3.2 shutting down"))  # the answer to a's BDAT
+    pipeline.abort(pipeline.queued, server_closed=True)
+    assert [t.outcome.status for t in batch] == [FAILED, NOT_SENT]
+
+
+def test_abort_never_calls_a_refused_envelope_unknown() -> None:
+    a = message("a@x.org")
+    pipeline, _, _ = drive([a], ["250", "550 no"], chunking=True)
+    pipeline.abort(pipeline.queued, server_closed=False)
+    assert a.outcome.status == FAILED
