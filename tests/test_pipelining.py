@@ -4,6 +4,8 @@ would wait for ever (the tests' timeout), so passing shows the grouping."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -152,3 +154,245 @@ def test_a_message_can_ask_for_delivery_status_notifications(scripted: Any) -> N
     mail, rcpt = server.lines[1], server.lines[2]
     assert mail.endswith(b" RET=HDRS ENVID=inv-7")
     assert rcpt == b"RCPT TO:<a@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@example.org"
+
+
+# Across messages: the wire, against servers that hold their replies back.
+
+
+def test_the_next_envelope_goes_out_before_the_verdict_on_the_content(scripted: Any) -> None:
+    def script(c: Conversation) -> None:
+        # Never answers the end of a message's data before the next envelope is in: a
+        # client that waited for that verdict first would wait for ever.
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", EHLO)
+        c.groups = [[c.readline() for _ in range(3)]]  # type: ignore[attr-defined]
+        c.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        for n in range(3):
+            c.read_data()
+            verdict = b"250 2.0.0 queued as D%d\r\n" % n
+            if n == 2:  # the last: nothing can follow it
+                c.send(verdict)
+                break
+            group = [c.readline()]
+            while group[-1] != b"DATA":
+                group.append(c.readline())
+            c.groups.append(group)  # type: ignore[attr-defined]
+            c.send(verdict + b"250 ok\r\n" * (len(group) - 1) + b"354 go\r\n")
+        c.expect(b"QUIT", b"221 bye\r\n")
+
+    server = scripted(script)
+    messages = [message(f"{n}@example.org") for n in range(3)]
+    assert backend_for(server, timeout=3).send_messages(messages) == 3
+    assert [m.sockmail_outcome.queue_id for m in messages] == ["D0", "D1", "D2"]  # type: ignore[attr-defined]
+    groups = server.conversations[0].groups
+    assert groups[1] == [b"RSET", b"MAIL FROM:<from@example.org>", b"RCPT TO:<1@example.org>",
+                         b"DATA"]  # fmt: skip
+    assert len(groups) == 3
+
+
+CHUNKING_EHLO = b"250-pipes.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
+Answer = Callable[[int, str], bytes | None]
+
+
+def batch_server(count: int, answer: Answer = lambda n, verb: None) -> Any:
+    """Reads ``count`` whole BDAT transactions before answering any of them, then
+    answers in order: ``answer(message, verb)`` may replace a reply; a 421 or ``b""``
+    (a dropped connection) ends the session there."""
+
+    def script(c: Conversation) -> None:
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", CHUNKING_EHLO)
+        c.batch = []  # type: ignore[attr-defined]
+        for _ in range(count):
+            lines = [c.readline()]
+            while not lines[-1].startswith(b"BDAT"):
+                lines.append(c.readline())
+            c.batch.append((lines, c.read_exact(int(lines[-1].split()[1]))))  # type: ignore[attr-defined]
+        replies = b""
+        for n, (lines, _) in enumerate(c.batch):  # type: ignore[attr-defined]
+            mail_refused = False
+            for line in lines:
+                verb = line.split()[0].decode()
+                default = b"250 2.0.0 queued as B%d\r\n" % n if verb == "BDAT" else b"250 ok\r\n"
+                if mail_refused and verb != "RSET":
+                    default = b"503 5.5.1 need MAIL\r\n"
+                reply = answer(n, verb)
+                if reply == b"" or (reply or b"").startswith(b"421"):
+                    c.send(replies + (reply or b""))
+                    return
+                mail_refused |= verb == "MAIL" and reply is not None
+                replies += reply or default
+        c.send(replies)
+        c.expect(b"QUIT", b"221 bye\r\n")
+
+    return script
+
+
+def at(index: int, verb: str, reply: bytes) -> Answer:
+    """An ``answer`` for :func:`batch_server`: ``reply`` to one command of one message."""
+    return lambda n, v: reply if (n, v) == (index, verb) else None
+
+
+def statuses(messages: list[EmailMessage]) -> list[str]:
+    return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+
+
+def batch(count: int) -> list[EmailMessage]:
+    return [message(f"{n}@example.org") for n in range(count)]
+
+
+def test_with_chunking_a_whole_batch_goes_out_before_any_reply(scripted: Any) -> None:
+    server = scripted(batch_server(5))
+    messages = batch(5)
+    assert backend_for(server, timeout=3).send_messages(messages) == 5
+    assert [m.sockmail_outcome.queue_id for m in messages] == [f"B{n}" for n in range(5)]  # type: ignore[attr-defined]
+    sent = server.conversations[0].batch
+    assert [lines[0] for lines, _ in sent] == [b"MAIL FROM:<from@example.org>"] + [b"RSET"] * 4
+    assert all(content.startswith(b"Content-Type: text/plain") for _, content in sent)
+    session = Session.objects.get()
+    assert session.sent_count == 5
+    assert session.messages.filter(queue_id="B4").exists()
+
+
+def test_a_sender_refused_mid_batch_fails_that_message_alone(scripted: Any) -> None:
+    import smtplib
+
+    refuse = at(1, "MAIL", b"550 5.1.8 bad sender\r\n")
+    server = scripted(batch_server(4, refuse))
+    messages = batch(4)
+    with pytest.raises(smtplib.SMTPSenderRefused) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    # The rest of the batch was already on its way, and the server took it.
+    assert statuses(messages) == ["sent", "failed", "sent", "sent"]
+    assert info.value.sent_messages == [messages[0], *messages[2:]]  # type: ignore[attr-defined]
+    assert info.value.unsent_messages == [messages[1]]  # type: ignore[attr-defined]
+    stored = list(Session.objects.get().messages.order_by("id").values_list("status", flat=True))
+    assert stored == ["sent", "failed", "sent", "sent"]
+
+
+def test_content_refused_mid_batch(scripted: Any) -> None:
+    import smtplib
+
+    refuse = at(2, "BDAT", b"552 5.3.4 too big\r\n")
+    server = scripted(batch_server(3, refuse))
+    messages = batch(3)
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    assert info.value.smtp_code == 552
+    assert statuses(messages) == ["sent", "sent", "failed"]
+
+
+def test_a_421_mid_batch_leaves_the_rest_not_sent(scripted: Any) -> None:
+    import smtplib
+
+    shut = at(2, "MAIL", b"421 4.3.2 shutting down\r\n")
+    server = scripted(batch_server(5, shut))
+    messages = batch(5)
+    with pytest.raises(smtplib.SMTPServerDisconnected) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    # The server answers in order: nothing after its 421 was taken, so nothing is
+    # "unknown" although every message's content went out.
+    assert statuses(messages) == ["sent", "sent", "failed", "not_sent", "not_sent"]
+    assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
+    assert info.value.unsent_messages == messages[2:]  # type: ignore[attr-defined]
+    assert info.value.unknown_messages == []  # type: ignore[attr-defined]
+    session = Session.objects.get()
+    assert session.status == "failed" and "421" in session.error
+    assert ("S", "421 4.3.2 shutting down") in session.lines.values_list("direction", "text")
+
+
+def test_a_disconnect_mid_batch_leaves_what_went_out_unknown(scripted: Any) -> None:
+    import smtplib
+
+    drop = at(2, "RSET", b"")
+    server = scripted(batch_server(4, drop))
+    messages = batch(4)
+    with pytest.raises(smtplib.SMTPServerDisconnected) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    # Messages 2 and 3 went out whole, and no verdict came: the server may have
+    # queued them. They are neither "sent" nor offered for a blind retry.
+    assert statuses(messages) == ["sent", "sent", "unknown", "unknown"]
+    assert info.value.unknown_messages == messages[2:]  # type: ignore[attr-defined]
+    assert info.value.unsent_messages == []  # type: ignore[attr-defined]
+    stored = list(Session.objects.get().messages.order_by("id").values_list("status", flat=True))
+    assert stored == ["sent", "sent", "unknown", "unknown"]
+
+
+def test_retrying_what_a_421_left_unsent_delivers_each_message_once(
+    scripted: Any, smtpd: Any
+) -> None:
+    import smtplib
+
+    shut = at(1, "BDAT", b"421 4.3.2 bye\r\n")
+    server = scripted(batch_server(3, shut))
+    messages = batch(3)
+    with pytest.raises(smtplib.SMTPServerDisconnected) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    retry = list(info.value.unsent_messages)  # type: ignore[attr-defined]
+    assert retry == messages[1:]
+    assert backend_for(smtpd).send_messages(retry) == 2
+    delivered = [m.rcpt_tos for m in smtpd.messages]
+    assert delivered == [["1@example.org"], ["2@example.org"]]
+
+
+def bdat_server(reply_lines: int = 1) -> Any:
+    """Answers each command (and each BDAT's content) as soon as it has read it, with
+    a reply of ``reply_lines`` long lines; reads nothing while it writes."""
+    filler = b"250-" + b"x" * 500 + b"\r\n"
+
+    def script(c: Conversation) -> None:
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", CHUNKING_EHLO)
+        c.contents = []  # type: ignore[attr-defined]
+        while (line := c.readline()) != b"QUIT":
+            last = b"250 ok\r\n"
+            if line.startswith(b"BDAT"):
+                c.contents.append(c.read_exact(int(line.split()[1])))  # type: ignore[attr-defined]
+                last = b"250 2.0.0 queued as K%d\r\n" % len(c.contents)  # type: ignore[attr-defined]
+            c.send(filler * (reply_lines - 1) + last)
+        c.send(b"221 bye\r\n")
+
+    return script
+
+
+def test_writing_never_deadlocks_with_a_server_that_stops_reading(scripted: Any) -> None:
+    # Each reply is about 100 KB and the server reads nothing until it has written it;
+    # its buffers are small. The message is bigger than what the kernel buffers on
+    # both sides can hold (up to 4 MiB here): a client that wrote it all before reading
+    # would wait for the server, and the server for it, for ever.
+    server = scripted(bdat_server(reply_lines=200))
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        server.listener.setsockopt(socket.SOL_SOCKET, option, 8192)
+    body = "0123456789abcdef\n" * 600_000  # 10 MB
+    messages = [EmailMessage("s", body, "from@example.org", [f"{n}@x.org"]) for n in range(2)]
+    with override_settings(SOCKMAIL={"STORE_CONTENT": "envelope"}):
+        assert backend_for(server, timeout=5).send_messages(messages) == 2
+    assert [len(c) > 10_800_000 for c in server.conversations[0].contents] == [True, True]
+
+
+def test_a_batch_is_rendered_as_it_goes_not_all_at_once(scripted: Any) -> None:
+    from django_sockmail.signals import message_sent
+    from django_sockmail.smtp.client import PIPELINE_WINDOW
+
+    rendered: list[EmailMessage] = []
+    settled: list[EmailMessage] = []
+    in_flight: list[int] = []  # how many were rendered but not settled, at each render
+
+    class Counted(EmailMessage):
+        def message(self, *args: Any, **kwargs: Any) -> Any:
+            rendered.append(self)
+            in_flight.append(len(rendered) - len(settled))
+            return super().message(*args, **kwargs)
+
+    def note(sender: Any, message: EmailMessage, **kwargs: Any) -> None:
+        settled.append(message)
+
+    server = scripted(bdat_server())
+    messages = [Counted("s", "b", "from@example.org", [f"{n}@x.org"]) for n in range(300)]
+    message_sent.connect(note)
+    try:
+        assert backend_for(server, timeout=5).send_messages(messages) == 300
+    finally:
+        message_sent.disconnect(note)
+    assert settled == messages
+    assert max(in_flight) <= PIPELINE_WINDOW + 1  # never the whole batch at once

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trustme
 from django.core.mail import EmailMessage, send_mail
+from django.test import override_settings
 
 from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPProtocolError
@@ -291,3 +292,21 @@ def test_a_client_certificate_is_presented_and_accepted(
     assert sent == 1
     assert len(server.messages) == 1
     assert ("DNS", "client.example") in peer_certificates[-1]["subjectAltName"]
+
+
+def test_big_messages_pipelined_over_tls_arrive_whole(
+    make_smtpd: MakeServer, server_ctx: ssl.SSLContext, trust_ca: str
+) -> None:
+    # Several MB through the non-blocking TLS writer: partial TLS writes are retried
+    # with the same bytes, and the next message follows the content of the one before.
+    server = make_smtpd(ssl_context=server_ctx)
+    bodies = [f"{n} {'.dotted line and some text ' * 40}\n" * 3000 for n in range(3)]
+    messages = [EmailMessage("big", b, "from@example.com", ["to@example.com"]) for b in bodies]
+    with override_settings(SOCKMAIL={"STORE_CONTENT": "envelope"}):
+        assert backend_for(server, use_ssl=True).send_messages(messages) == 3
+    sent = [m.sockmail_outcome for m in messages]  # type: ignore[attr-defined]
+    assert [len(r.content) for r in server.messages] == [o.size for o in sent]
+    assert [hashlib.sha256(r.content).hexdigest() for r in server.messages] == [
+        o.sha256 for o in sent
+    ]
+    assert min(o.size for o in sent) > 3_000_000
