@@ -1,9 +1,10 @@
-"""Sending speed: django_sockmail against Django's SMTP backend, through Postfix's smtp-sink.
+"""Sending speed: django_sockmail against Django's SMTP backend, through Postfix's
+smtp-sink and through a real Postfix.
 
     .venv/bin/python benchmarks/throughput.py [--messages 500] [--rounds 3]
 
 Starts ``smtp-sink`` (Debian's postfix package; ``source scripts/postfix.sh;
-ensure_smtp_sink`` installs it) on 127.0.0.1 and a free port, configures Django in this
+ensure_postfix`` installs it) on 127.0.0.1 and a free port, configures Django in this
 process (SQLite in a temporary directory, migrated, django_sockmail installed), builds
 the messages once (small text messages, one recipient each, the same objects for every
 backend) and sends them, one connection per batch, alternating in every round:
@@ -13,15 +14,20 @@ backend) and sends them, one connection per batch, alternating in every round:
 - ours with the audit log on (the default), and
 - ours with ``SOCKMAIL = {"RECORD_SESSIONS": False}``.
 
-Two scenarios: smtp-sink on loopback directly, and smtp-sink behind a delay line (a
+Three scenarios: smtp-sink on loopback directly; smtp-sink behind a delay line (a
 TCP proxy in a process of its own that holds every chunk 5 ms each way: 10 ms round
-trip), which sends fewer messages (--delay-messages) because every round trip counts.
+trip), which sends fewer messages (--delay-messages) because every round trip counts;
+and a real Postfix behind the same delay line: a private instance (tests/postfix.py,
+needs root; its queue on /dev/shm) that offers PIPELINING and CHUNKING like any
+Postfix, and hands what it accepts to its discard transport, so delivery takes
+nothing from acceptance (``--no-postfix`` skips it).
 The table gives the median msg/s of the rounds, ours/Django, and what recording the
 session costs (on against off). Last, --big-batch messages, built lazily by a generator,
 go through each backend over loopback, each in a fresh process, for the growth of the
 peak resident memory (ru_maxrss) during the batch.
 
-Nothing is sent anywhere but 127.0.0.1; every server and proxy here stops by itself.
+Nothing is sent anywhere but 127.0.0.1; every server and proxy here stops by itself
+(a Postfix left behind by a killed run is stopped by the next one that starts).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ SMTP_SINK = "/usr/sbin/smtp-sink"
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 DELAY = 0.005  # seconds each chunk is held, each way
 PROXY_LIFETIME = 600.0  # seconds: the delay line stops by itself after this at the latest
+POSTFIX_DOMAIN = "sockmail.test"  # = tests.postfix.DOMAIN
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,6 +68,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--big-batch", type=int, default=10_000, help="messages for the memory peak (0: skip)"
     )
+    parser.add_argument("--no-postfix", action="store_true", help="skip the real Postfix scenario")
     return parser.parse_args()
 
 
@@ -107,7 +115,8 @@ def make_message(i: int) -> Any:
         subject=f"Benchmark message {i}",
         body=f"Hello,\n\nthis is message number {i} of the benchmark.\n\n-- \nsockmail\n",
         from_email="bench@localhost",
-        to=[f"rcpt{i}@localhost"],
+        # The private Postfix takes mail for this domain only; smtp-sink takes anything.
+        to=[f"rcpt{i}@{POSTFIX_DOMAIN}"],
     )
 
 
@@ -315,6 +324,24 @@ def measure_memory(case: str, port: int, n: int) -> tuple[float, float]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def postfix_rates(messages: list[Any], rounds: int) -> list[tuple[str, dict[str, float]]]:
+    """Scenario (c): a private Postfix, discarding what it accepts, behind the delay line.
+    Nothing (and a note why) where no instance can be started."""
+    from tests.postfix import PostfixInstance, unavailable
+
+    reason = unavailable()
+    if reason:
+        print(f"  Postfix: skipped, {reason}", flush=True)
+        return []
+    with PostfixInstance(deliver=False) as postfix, delay_line(postfix.port) as proxy_port:
+        assert postfix.domain == POSTFIX_DOMAIN
+        print(f"  Postfix on {HOST}:{postfix.port} ({postfix.directory})", flush=True)
+        started = time.perf_counter()
+        rate = rates(proxy_port, messages, rounds)
+        print(f"  Postfix, delay line: {time.perf_counter() - started:.1f} s", flush=True)
+    return [(f"Postfix, delay line, 10 ms RTT ({len(messages)} msgs)", rate)]
+
+
 def main() -> None:
     args = parse_args()
     directory = tempfile.mkdtemp(prefix="sockmail-bench-")
@@ -352,17 +379,19 @@ def run(args: argparse.Namespace) -> None:
                 )
             )
             print(f"  delay line: {time.perf_counter() - started:.1f} s", flush=True)
+        if not args.no_postfix:
+            table.extend(postfix_rates(delay_messages, args.rounds))
         memory = peak_memory(sink_port, args.big_batch) if args.big_batch else []
     print()
     print(
-        f"{'scenario':<36} {'Django msg/s':>12} {'ours msg/s':>11} {'ours/Django':>12}"
+        f"{'scenario':<42} {'Django msg/s':>12} {'ours msg/s':>11} {'ours/Django':>12}"
         f" {'ours, no recording':>19} {'recording cost':>15}"
     )
     for scenario, rate in table:
         django, on, off = (rate[name] for name, _, _ in CASES)
         cost = (off / on - 1) * 100  # extra time per message with recording on
         print(
-            f"{scenario:<36} {django:>12,.0f} {on:>11,.0f} {on / django:>11.2f}x"
+            f"{scenario:<42} {django:>12,.0f} {on:>11,.0f} {on / django:>11.2f}x"
             f" {off:>19,.0f} {cost:>14.0f}%"
         )
     if memory:
