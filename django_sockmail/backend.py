@@ -8,7 +8,6 @@ import inspect
 import logging
 import ssl
 import threading
-from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -212,45 +211,54 @@ class EmailBackend(BaseEmailBackend):
 
     def _deliver(self, client: SMTPClient, batch: list[tuple[EmailMessage, Envelope]]) -> None:
         """Hand the messages to the client one by one, rendering each only when the
-        client can take it, and follow each to the server's verdict. Like Django's
-        backend, the first message refused ends the batch (unless fail_silently); the
-        ones already on their way are still followed to their verdict."""
-        in_flight: deque[EmailMessage] = deque()  # handed over, verdict not yet known
+        client is about to take it, and follow each to the server's verdict. Like
+        Django's backend, the first message refused ends the batch (unless
+        fail_silently); the ones already on their way are still followed to their
+        verdict."""
+        handed: dict[int, tuple[EmailMessage, MessageRecord, Transaction]] = {}  # by id()
         refusals: list[SMTPError] = []
+
+        def stopped() -> bool:
+            return bool(refusals) and not self.fail_silently
 
         def transactions() -> Iterator[Transaction]:
             for message, envelope in batch:
-                if refusals and not self.fail_silently:
+                if stopped():
                     return
                 mime, content = render(message)
                 try:
                     transaction = client.prepare(envelope, content)
                 except SMTPError as exc:  # refused locally: too large, needs SMTPUTF8
                     assert exc.outcome is not None
-                    self._keep(message, mime, content, exc.outcome)
+                    self._keep(message, _record(message, mime, content, exc.outcome))
                     self._failed(message, exc.outcome, exc)
                     refusals.append(exc)
                     continue
-                self._keep(message, mime, content, transaction.outcome)
-                in_flight.append(message)
+                message.sockmail_outcome = transaction.outcome  # type: ignore[attr-defined]
+                record = _record(message, mime, content, transaction.outcome)
+                handed[id(transaction)] = (message, record, transaction)
                 yield transaction
 
         try:
-            for transaction in client.send_many(transactions()):
-                message, outcome = in_flight.popleft(), transaction.outcome
+            for transaction in client.send_many(transactions(), stop=stopped):
+                message, record, _ = handed.pop(id(transaction))
+                self._keep(message, record)
+                outcome = transaction.outcome
                 if outcome.status in (SENT, PARTIAL):
                     signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
                 else:
                     refusals.append(_refusal(outcome))
                     self._failed(message, outcome, refusals[-1])
         except SMTPError as exc:
-            for message in in_flight:  # settled by the client: unknown, failed or not sent
-                self._failed(message, message.sockmail_outcome, exc)  # type: ignore[attr-defined]
+            for message, record, transaction in handed.values():
+                if transaction.offered:  # settled by the client: unknown, failed, not sent
+                    self._keep(message, record)
+                    self._failed(message, record.outcome, exc)
             if not client.is_open:
                 self.connection = None  # the session is over; close() records it
             if not self.fail_silently:
                 raise
-        if refusals and not self.fail_silently:
+        if stopped():
             raise refusals[0]
 
     def _failed(self, message: EmailMessage, outcome: MessageOutcome, error: SMTPError) -> None:
@@ -258,19 +266,10 @@ class EmailBackend(BaseEmailBackend):
             signals.message_failed, type(self), message=message, outcome=outcome, error=error
         )
 
-    def _keep(
-        self, message: EmailMessage, mime: Any, content: bytes, outcome: MessageOutcome
-    ) -> None:
+    def _keep(self, message: EmailMessage, record: MessageRecord) -> None:
         assert self._transcript is not None
-        message.sockmail_outcome = outcome  # type: ignore[attr-defined]
-        self._transcript.add_message(
-            MessageRecord(
-                outcome=outcome,
-                message_id=str(mime.get("Message-ID", "")),
-                subject=str(message.subject),
-                headers=header_block(content),
-            )
-        )
+        message.sockmail_outcome = record.outcome  # type: ignore[attr-defined]
+        self._transcript.add_message(record)
 
     @staticmethod
     def _envelope(message: EmailMessage) -> Envelope | None:
@@ -303,6 +302,17 @@ class EmailBackend(BaseEmailBackend):
 def _status(message: EmailMessage) -> str:
     """The status send_messages() left on a message (see MessageOutcome)."""
     return message.sockmail_outcome.status  # type: ignore[attr-defined,no-any-return]
+
+
+def _record(
+    message: EmailMessage, mime: Any, content: bytes, outcome: MessageOutcome
+) -> MessageRecord:
+    return MessageRecord(
+        outcome=outcome,
+        message_id=str(mime.get("Message-ID", "")),
+        subject=str(message.subject),
+        headers=header_block(content),
+    )
 
 
 def _invalid_mailer(message: str, alias: str) -> Exception:

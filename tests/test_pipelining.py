@@ -395,4 +395,7 @@ def test_a_batch_is_rendered_as_it_goes_not_all_at_once(scripted: Any) -> None:
     finally:
         message_sent.disconnect(note)
     assert settled == messages
-    assert max(in_flight) <= PIPELINE_WINDOW + 1  # never the whole batch at once
+    # At most a window in flight, a window of verdicts not yet reported (they are
+    # reported once the next transactions are on their way) and one rendered ahead:
+    # never the whole batch at once.
+    assert max(in_flight) <= 2 * PIPELINE_WINDOW + 1 < len(messages)

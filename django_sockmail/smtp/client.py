@@ -12,7 +12,7 @@ import select
 import socket
 import ssl
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, TypeVar
 
 from . import protocol
@@ -99,6 +99,47 @@ def _wait(sock: socket.socket, want_write: bool, timeout: float | None) -> tuple
     # An error or hang-up shows up as a failed or empty recv().
     readable = bool(flags & (select.POLLIN | select.POLLERR | select.POLLHUP))
     return readable, bool(flags & select.POLLOUT)
+
+
+class _Source:
+    """The caller's transactions, taken one at a time, one ahead when asked. An error
+    raised by the caller's iterable is kept to be raised once the transactions in
+    flight are finished."""
+
+    def __init__(self, transactions: Iterable[Transaction]) -> None:
+        self._iterator: Iterator[Transaction] | None = iter(transactions)
+        self._next: Transaction | None = None  # taken ahead
+        self._closed = False
+        self.error: Exception | None = None
+
+    def take(self) -> Transaction | None:
+        if self._closed:
+            return None  # one taken ahead, if any, stays unoffered
+        self.prefetch()
+        taken, self._next = self._next, None
+        return taken
+
+    def prefetch(self) -> None:
+        if self._next is not None or self._iterator is None:
+            return
+        try:
+            self._next = next(self._iterator, None)
+        except Exception as exc:
+            self.error = exc
+        if self._next is None:
+            self._iterator = None
+
+    def close(self) -> None:
+        """Take nothing more."""
+        self._closed, self._iterator = True, None
+
+    def taken(self) -> list[Transaction]:
+        """The transaction taken ahead and never offered, if any."""
+        return [self._next] if self._next is not None else []
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _closing(reply: Reply) -> SMTPServerDisconnected:
@@ -243,9 +284,13 @@ class SMTPClient:
             pass
         return transaction.outcome
 
-    def send_many(self, transactions: Iterable[Transaction]) -> Iterator[Transaction]:
+    def send_many(
+        self, transactions: Iterable[Transaction], *, stop: Callable[[], bool] | None = None
+    ) -> Iterator[Transaction]:
         """Send each transaction, taken from ``transactions`` only when it can be
-        written, and yield it once the server has given its verdict, in order.
+        written (or one ahead), and yield it once the server has given its verdict, in
+        order. Once ``stop()`` is true no further transaction is offered (one taken
+        ahead stays unoffered: ``transaction.offered`` is False).
 
         When the server offers PIPELINING, transactions overlap: the next one is
         written behind the content of the one before (and, with CHUNKING, without
@@ -257,44 +302,45 @@ class SMTPClient:
         chunking = self.chunking and self.capabilities.has("CHUNKING")
         if not (self.pipelining and self.capabilities.has("PIPELINING")):
             for transaction in transactions:
+                if stop is not None and stop():
+                    return
                 self._send_one(transaction, chunking)
                 yield transaction
             return
         pipeline = Pipeline(self.capabilities, chunking=chunking, reset_first=self._reset_needed)
+        source = _Source(transactions)
         start = self._sent
-        pending = iter(transactions)
-        source_error: BaseException | None = None  # raised by the caller's iterable
+        finished: list[Transaction] = []
         try:
             while True:
+                # A refusal is reported before anything more is offered, so that the
+                # caller can stop; otherwise the verdicts wait until the next
+                # transaction is on its way, as the round trip is what costs.
+                if any(not t.outcome.accepted_recipients for t in finished):
+                    yield from self._report(finished)
+                    finished = []
+                if stop is not None and stop():
+                    source.close()
                 while pipeline.can_offer and self._has_room(pipeline):
-                    try:
-                        offered = next(pending, None)
-                    except Exception as exc:  # finish what is in flight, then re-raise
-                        offered, source_error = None, exc
+                    offered = source.take()
                     if offered is None:
-                        pending = iter(())
                         break
                     self._queue(pipeline.offer(offered))
+                self._send_ready()
+                yield from self._report(finished)
                 if not pipeline.in_flight:
                     break
-                reply = self._read_reply()
-                commands, finished = pipeline.receive(reply)
-                if reply.code == 421:
-                    raise _closing(reply)
-                self._queue(commands)
-                if finished is not None:
-                    self._reset_needed = True
-                    yield finished
+                source.prefetch()  # e.g. render the next message while the server works
+                finished = self._receive_replies(pipeline)
             self._flush()
-            if source_error is not None:
-                raise source_error
+            source.check()
         except BaseException as exc:
-            if exc is source_error:
+            if exc is source.error:
                 raise
             closing = isinstance(exc, SMTPServerDisconnected) and exc.reply is not None
             unsettled = pipeline.abort(self._sent - start, server_closed=closing)
             self._reset_needed = True
-            for transaction in unsettled:
+            for transaction in [*unsettled, *source.taken()]:
                 outcome = transaction.outcome
                 outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             if isinstance(exc, SMTPError) and unsettled:
@@ -306,6 +352,32 @@ class SMTPClient:
                 self._fail(exc)
             raise
 
+    def _report(self, finished: list[Transaction]) -> Iterator[Transaction]:
+        for transaction in finished:
+            self._reset_needed = True
+            yield transaction
+
+    def _receive_replies(self, pipeline: Pipeline) -> list[Transaction]:
+        """Wait for a reply, then take every reply that has come: what they call for
+        (content after a 354) is queued, and the transactions they finish returned."""
+        finished = []
+        reply = self._read_reply()
+        while True:
+            commands, done = pipeline.receive(reply)
+            if reply.code == 421:
+                raise _closing(reply)
+            self._queue(commands)
+            if done is not None:
+                finished.append(done)
+            if not self._replies:
+                return finished
+            reply = self._replies.popleft()
+
+    def _send_ready(self) -> None:
+        """Write what the socket takes now, without waiting."""
+        if self._outgoing and self._sock is not None:
+            self._send_some(self._sock)
+
     def _has_room(self, pipeline: Pipeline) -> bool:
         return (
             len(pipeline.in_flight) < PIPELINE_WINDOW and len(self._outgoing) < PIPELINE_QUEUE_BYTES
@@ -314,6 +386,7 @@ class SMTPClient:
     def _send_one(self, transaction: Transaction, chunking: bool) -> None:
         # Without PIPELINING: one command, one reply, one transaction at a time.
         outcome = transaction.outcome
+        transaction.offered = True
         exchange = protocol.transaction(
             self.capabilities,
             transaction.envelope,
@@ -370,6 +443,10 @@ class SMTPClient:
                 f"Could not connect to {self.host}:{self.port}: {exc}"
             ) from exc
         sock.setblocking(False)  # every read and write goes through _pump()
+        # We group commands into writes ourselves; Nagle's algorithm would only hold
+        # back the second of two writes until the first is acknowledged.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self.listener.on_connected(
             _format_address(sock.getpeername()), _format_address(sock.getsockname())

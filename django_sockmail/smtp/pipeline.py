@@ -42,6 +42,7 @@ class Transaction:
     content: bytes  # CRLF line endings; emptied once written, so a batch holds little
     outcome: MessageOutcome
     written_at: int = -1  # stream offset where the content ends, once queued
+    offered: bool = False  # its commands were handed to the driver
 
 
 def prepare(capabilities: Capabilities, envelope: Envelope, content: bytes) -> Transaction:
@@ -102,6 +103,7 @@ class Pipeline:
 
     def offer(self, transaction: Transaction) -> list[Command]:
         caps, envelope, outcome = self.capabilities, transaction.envelope, transaction.outcome
+        transaction.offered = True
         commands: list[Command] = []
         if self._reset_next:
             commands.append(command("RSET"))
