@@ -18,7 +18,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
 from .conf import conf
-from .smtp.client import Security, SMTPClient, create_ssl_context
+from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
 from .smtp.errors import (
     SMTPDataError,
@@ -109,6 +109,16 @@ class EmailBackend(BaseEmailBackend):
             return "starttls"
         return "opportunistic" if conf.OPPORTUNISTIC_TLS else "none"
 
+    @property
+    def timeouts(self) -> Timeouts:
+        """Each step's limit: SOCKMAIL["TIMEOUTS"], else this backend's timeout."""
+        given = conf.TIMEOUTS
+        steps = {
+            step: given.get(step, self.timeout)
+            for step in ("connect", "greeting", "command", "data")
+        }
+        return Timeouts(**steps, deadline=given.get("deadline"))
+
     def _client(self, listener: Transcript) -> SMTPClient:
         token_source = conf.OAUTH2_TOKEN
         token = token_source(self.username) if token_source and self.username else ""
@@ -124,7 +134,7 @@ class EmailBackend(BaseEmailBackend):
             self.host,
             int(self.port),
             security=self.security,
-            timeout=self.timeout,
+            timeouts=self.timeouts,
             local_hostname=conf.LOCAL_HOSTNAME,
             ssl_context=self.ssl_context if self.security != "none" else None,
             # Like Django's backend: log in only with a user and a password (or token).

@@ -13,6 +13,8 @@ from django.utils.module_loading import import_string
 
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
 
+TIMEOUT_STEPS = ("connect", "greeting", "command", "data", "deadline")
+
 
 class Settings:
     def _get(self, name: str, default: Any) -> Any:
@@ -82,6 +84,22 @@ class Settings:
         """Send content with BDAT (RFC 3030) when the server offers CHUNKING (default
         True; turn off for a server that offers it but gets it wrong)."""
         return bool(self._get("CHUNKING", True))
+
+    @property
+    def TIMEOUTS(self) -> dict[str, float | None]:
+        """Seconds each step of a session may take, by step: "connect", "greeting",
+        "command" (each reply), "data" (sending content and its verdict) and
+        "deadline" (a whole open or send_messages call). A step not given takes the
+        backend's timeout (EMAIL_TIMEOUT, or the mailer's "timeout" option); the
+        deadline is off unless given."""
+        value = self._get("TIMEOUTS", {}) or {}
+        unknown = set(value) - set(TIMEOUT_STEPS)
+        if not isinstance(value, dict) or unknown:
+            raise ImproperlyConfigured(
+                f"SOCKMAIL['TIMEOUTS'] must be a dict with keys among "
+                f"{', '.join(TIMEOUT_STEPS)}; got {value!r}"
+            )
+        return {step: None if v is None else float(v) for step, v in value.items()}
 
     @property
     def STORE_CONTENT(self) -> str:

@@ -570,7 +570,7 @@ def test_a_silent_server_times_out(scripted: Scripted) -> None:
     assert result.error is not None
     assert str(result.error) == (
         f"Probe of {target(server)} failed: "
-        "SMTPTimeoutError: Timed out waiting for the server's reply"
+        "SMTPTimeoutError: Timed out after 0.3 s waiting for the greeting"
     )
     assert Session.objects.get().status == "failed"
 

@@ -11,8 +11,10 @@ import math
 import select
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from . import protocol
@@ -28,7 +30,7 @@ from .errors import (
     SMTPTLSError,
 )
 from .events import NullListener, SessionListener, TLSInfo
-from .pipeline import Pipeline, Transaction, prepare
+from .pipeline import Pipeline, Step, Transaction, prepare
 from .replies import Reply, ReplyParser
 from .results import UNKNOWN, MessageOutcome
 
@@ -43,6 +45,28 @@ SEND_SIZE = 262144  # at most this much per send(): the rest waits while replies
 PIPELINE_WINDOW = 64
 # Bytes queued ahead of the socket: a new transaction waits until the queue is below.
 PIPELINE_QUEUE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long, in seconds, each step may take (None: as long as it takes).
+
+    ``command`` bounds the wait for each reply to a command, ``data`` the writing of
+    message content and the wait for the server's verdict on it (RFC 5321 §4.5.3.2
+    gives servers longer there), ``deadline`` a whole :meth:`SMTPClient.open` or
+    :meth:`SMTPClient.send_many` call, however many steps it takes.
+    """
+
+    connect: float | None = None  # the TCP connection (and the handshake of implicit TLS)
+    greeting: float | None = None
+    command: float | None = None
+    data: float | None = None
+    deadline: float | None = None
+
+    @classmethod
+    def every_step(cls, seconds: float | None) -> Timeouts:
+        """The same limit for each step, as Django's ``EMAIL_TIMEOUT``; no deadline."""
+        return cls(seconds, seconds, seconds, seconds)
 
 
 @functools.cache
@@ -193,6 +217,7 @@ class SMTPClient:
         *,
         security: Security = "none",
         timeout: float | None = None,
+        timeouts: Timeouts | None = None,
         local_hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         username: str = "",
@@ -207,7 +232,7 @@ class SMTPClient:
         self.host = host
         self.port = port
         self.security = security
-        self.timeout = timeout
+        self.timeouts = timeouts or Timeouts.every_step(timeout)
         self.local_hostname = local_hostname
         self.ssl_context = ssl_context
         self.username = username
@@ -229,6 +254,9 @@ class SMTPClient:
         self._outgoing = bytearray()  # written to the socket as it takes it
         self._sent = 0  # bytes written in the session
         self._retry_size = 0
+        self._step = "connect"  # what the next wait is for, named in a timeout error
+        self._step_timeout: float | None = None
+        self._expires: float | None = None  # the deadline of the call under way
 
     def __repr__(self) -> str:
         return f"<SMTPClient {self.host}:{self.port} security={self.security}>"
@@ -241,8 +269,10 @@ class SMTPClient:
 
     def open(self) -> None:
         """Connect, read the greeting, EHLO, STARTTLS and AUTH as configured."""
+        self._start_deadline()
         try:
             self._connect()
+            self._expect("the greeting", self.timeouts.greeting)
             greeting = self._read_reply()
             if greeting.code != 220:
                 raise SMTPConnectError(greeting)
@@ -299,6 +329,7 @@ class SMTPClient:
         verdict is UNKNOWN) and the error is raised with the oldest one's outcome as
         ``error.outcome``.
         """
+        self._start_deadline()
         chunking = self.chunking and self.capabilities.has("CHUNKING")
         if not (self.pipelining and self.capabilities.has("PIPELINING")):
             for transaction in transactions:
@@ -361,6 +392,11 @@ class SMTPClient:
         """Wait for a reply, then take every reply that has come: what they call for
         (content after a 354) is queued, and the transactions they finish returned."""
         finished = []
+        step = pipeline.next_step
+        if step is Step.END or step is Step.EMPTY_END:
+            self._expect("the reply to the message content", self.timeouts.data)
+        else:
+            self._expect(f"the reply to {step.value}", self.timeouts.command)
         reply = self._read_reply()
         while True:
             commands, done = pipeline.receive(reply)
@@ -435,7 +471,8 @@ class SMTPClient:
     def _connect(self) -> None:
         self.listener.on_connecting(self.host, self.port)
         try:
-            sock = socket.create_connection((self.host, self.port), self.timeout)
+            self._expect("the connection", self.timeouts.connect)
+            sock = socket.create_connection((self.host, self.port), self._wait_time()[0])
         except TimeoutError as exc:
             raise SMTPTimeoutError(f"Timed out connecting to {self.host}:{self.port}") from exc
         except OSError as exc:
@@ -461,7 +498,8 @@ class SMTPClient:
             # TLS and must never be read as if it had come over TLS.
             raise SMTPProtocolError("The server sent data after its 220 reply to STARTTLS")
         context = self.ssl_context or create_ssl_context()
-        self._sock.settimeout(self.timeout)  # the handshake blocks, within the timeout
+        # The handshake blocks, within the step's time (connect, or STARTTLS's command).
+        self._sock.settimeout(self._wait_time()[0])
         try:
             self._sock = context.wrap_socket(self._sock, server_hostname=self.host)
         except TimeoutError as exc:
@@ -493,6 +531,11 @@ class SMTPClient:
         if self._replies or self._parser.in_reply:
             raise SMTPProtocolError("The server sent a reply to no command")
         self._content_written = False
+        if any(cmd.is_content for cmd in commands):
+            self._expect("the reply to the message content", self.timeouts.data)
+        else:
+            verb = commands[0].display.split(" ", 1)[0] or "a command"
+            self._expect(f"the reply to {verb}", self.timeouts.command)
         self._queue(commands)
         self._flush()
         self._content_written = any(cmd.is_content for cmd in commands)
@@ -535,13 +578,34 @@ class SMTPClient:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._receive(sock)  # decrypted bytes wait inside the TLS layer
             return
-        readable, writable = _wait(sock, bool(self._outgoing), self.timeout)
+        timeout, step = self._wait_time()
+        readable, writable = _wait(sock, bool(self._outgoing), timeout)
         if not (readable or writable):
-            if self._outgoing:
-                raise SMTPTimeoutError("Timed out sending to the server")
-            raise SMTPTimeoutError("Timed out waiting for the server's reply")
+            doing = "sending to the server" if self._outgoing else f"waiting for {step}"
+            raise SMTPTimeoutError(f"Timed out after {timeout:g} s {doing}")
         if readable:
             self._receive(sock)
+
+    def _expect(self, step: str, timeout: float | None) -> None:
+        """Name what the waits from now on are for, and how long each may take."""
+        self._step, self._step_timeout = step, timeout
+
+    def _start_deadline(self) -> None:
+        deadline = self.timeouts.deadline
+        self._expires = None if deadline is None else time.monotonic() + deadline
+
+    def _wait_time(self) -> tuple[float | None, str]:
+        """How long the next wait may take, and what it is for."""
+        timeout, step = self._step_timeout, self._step
+        if self._expires is not None:
+            left = self._expires - time.monotonic()
+            if left <= 0:
+                raise SMTPTimeoutError(
+                    f"The deadline of {self.timeouts.deadline:g} s passed waiting for {step}"
+                )
+            if timeout is None or left < timeout:
+                timeout, step = left, f"{step} (the deadline of {self.timeouts.deadline:g} s)"
+        return timeout, step
 
     def _send_some(self, sock: socket.socket) -> bool:
         # A TLS write that could not finish must be repeated with the same bytes.

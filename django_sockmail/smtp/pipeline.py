@@ -98,6 +98,11 @@ class Pipeline:
         self.queued = 0  # bytes of commands and content handed to the driver
 
     @property
+    def next_step(self) -> Step:
+        """What the next reply will answer."""
+        return self._awaited[0].step
+
+    @property
     def can_offer(self) -> bool:
         return not self.waiting_for_data
 
