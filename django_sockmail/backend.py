@@ -17,6 +17,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
+from .checks import require_app_installed
 from .conf import conf
 from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
@@ -58,6 +59,7 @@ class EmailBackend(BaseEmailBackend):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        require_app_installed()  # sockmail.E002: the audit log needs its tables
         self.fail_silently = fail_silently
         # Django 6.1 passes the MAILERS alias, with OPTIONS as keyword arguments;
         # without one, the EMAIL_* settings fill in what was not given.

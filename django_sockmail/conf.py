@@ -16,6 +16,12 @@ from .transcript import CONTENT_HEADERS, CONTENT_MODES
 TIMEOUT_STEPS = ("connect", "greeting", "command", "data", "deadline")
 
 
+def _positive_or_none(value: object) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 class Settings:
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, "SOCKMAIL", {}).get(name, default)
@@ -93,11 +99,15 @@ class Settings:
         backend's timeout (EMAIL_TIMEOUT, or the mailer's "timeout" option); the
         deadline is off unless given."""
         value = self._get("TIMEOUTS", {}) or {}
-        unknown = set(value) - set(TIMEOUT_STEPS)
-        if not isinstance(value, dict) or unknown:
+        if (
+            not isinstance(value, dict)
+            or set(value) - set(TIMEOUT_STEPS)
+            or any(not _positive_or_none(v) for v in value.values())
+        ):
             raise ImproperlyConfigured(
                 f"SOCKMAIL['TIMEOUTS'] must be a dict with keys among "
-                f"{', '.join(TIMEOUT_STEPS)}; got {value!r}"
+                f"{', '.join(TIMEOUT_STEPS)} and positive numbers of seconds (or None) "
+                f"as values; got {value!r}"
             )
         return {step: None if v is None else float(v) for step, v in value.items()}
 

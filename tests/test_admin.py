@@ -50,7 +50,7 @@ def other_session() -> Session:
         sender="zed@example.com",
         recipients=[RecipientOutcome("yan@example.com", Reply(250, ("2.1.5 Ok",)))],
         mail_reply=Reply(250, ("2.1.0 Ok",)),
-        data_reply=Reply(451, ("4.3.0 Try again later",)),
+        data_reply=Reply(554, ("5.7.1 Rejected by policy",)),
     )
     outcome.settle()
     return recorded(
@@ -59,7 +59,7 @@ def other_session() -> Session:
         security="none",
         tls=None,
         status=FAILED,
-        error="SMTPDataError: 451",
+        error="SMTPDataError: 554",
         started_at=STARTED + timedelta(days=1),
         lines=[Line(0.0, "S", "220 relay.example.com")],
         messages=[MessageRecord(outcome, message_id="<other@example.com>", subject="Invoice")],
@@ -293,7 +293,7 @@ def test_the_transcript_download_has_the_error_and_no_tls_when_there_was_none(
 
     assert "TLS: none" in header
     assert "Status: failed" in header
-    assert "Error: SMTPDataError: 451" in header
+    assert "Error: SMTPDataError: 554" in header
 
 
 def test_the_transcript_download_has_every_line_however_many(

@@ -292,7 +292,7 @@ def test_a_421_mid_batch_leaves_the_rest_not_sent(scripted: Any) -> None:
         backend_for(server, timeout=3).send_messages(messages)
     # The server answers in order: nothing after its 421 was taken, so nothing is
     # "unknown" although every message's content went out.
-    assert statuses(messages) == ["sent", "sent", "failed", "not_sent", "not_sent"]
+    assert statuses(messages) == ["sent", "sent", "deferred", "not_sent", "not_sent"]
     assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
     assert info.value.unsent_messages == messages[2:]  # type: ignore[attr-defined]
     assert info.value.unknown_messages == []  # type: ignore[attr-defined]

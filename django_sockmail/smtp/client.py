@@ -436,7 +436,7 @@ class SMTPClient:
             self._run(exchange)
         except BaseException as exc:
             outcome.settle()
-            if self._content_written and outcome.final_reply is None:
+            if self._content_written and outcome.failure_reply is None:
                 outcome.status = UNKNOWN  # the server may have queued it
             outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             if isinstance(exc, SMTPError):
@@ -517,12 +517,20 @@ class SMTPClient:
 
     def _run(self, exchange: protocol.Exchange[T]) -> T:
         """Drive one exchange: send each group of commands, hand back their replies."""
-        try:
-            commands = next(exchange)
-            while True:
-                commands = exchange.send(self._exchange(commands))
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        commands = next(exchange)
+        while True:
+            replies = self._exchange(commands)
+            # A 421 (RFC 5321 §3.8: the server is shutting the session down) still
+            # answers its command: the exchange notes it, then the session ends.
+            closing = next((reply for reply in replies if reply.code == 421), None)
+            try:
+                commands = exchange.send(replies)
+            except StopIteration as stop:
+                if closing is not None:
+                    raise _closing(closing) from None
+                return stop.value  # type: ignore[no-any-return]
+            if closing is not None:
+                raise _closing(closing)
 
     def _exchange(self, commands: list[protocol.Command]) -> list[Reply]:
         # Anything the server said that answers no command means we are out of step:
@@ -539,11 +547,7 @@ class SMTPClient:
         self._queue(commands)
         self._flush()
         self._content_written = any(cmd.is_content for cmd in commands)
-        replies = [self._read_reply() for _ in commands]
-        for reply in replies:
-            if reply.code == 421:
-                raise _closing(reply)
-        return replies
+        return [self._read_reply() for _ in commands]
 
     def _queue(self, commands: list[protocol.Command]) -> None:
         for cmd in commands:

@@ -31,7 +31,7 @@ from .protocol import (
     rcpt_parameters,
 )
 from .replies import Reply
-from .results import NOT_SENT, UNKNOWN, MessageOutcome
+from .results import UNKNOWN, MessageOutcome
 
 
 @dataclass
@@ -200,13 +200,10 @@ class Pipeline:
         settled = list(self.in_flight)
         for transaction in settled:
             outcome = transaction.outcome
-            outcome.settle()
-            if outcome.final_reply is None:
-                written = 0 <= transaction.written_at <= sent
-                if written and not server_closed and not _refused(outcome):
-                    outcome.status = UNKNOWN
-                elif outcome.mail_reply is None:
-                    outcome.status = NOT_SENT
+            outcome.settle()  # refused (failed or deferred), or else not sent...
+            written = 0 <= transaction.written_at <= sent
+            if outcome.failure_reply is None and written and not server_closed:
+                outcome.status = UNKNOWN  # ...unless it went out whole
             transaction.content = b""
         self.in_flight.clear()
         self._awaited.clear()
@@ -232,11 +229,3 @@ def _envelope_accepted(outcome: MessageOutcome) -> bool:
         and outcome.mail_reply.is_positive
         and any(r.accepted for r in outcome.recipients)
     )
-
-
-def _refused(outcome: MessageOutcome) -> bool:
-    """The envelope is known to have failed: the content cannot have been taken."""
-    if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
-        return True
-    replies = [r.reply for r in outcome.recipients]
-    return all(r is not None for r in replies) and not any(r.accepted for r in outcome.recipients)

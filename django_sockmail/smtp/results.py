@@ -9,7 +9,8 @@ from .replies import Reply
 
 SENT = "sent"  # every recipient accepted, content accepted
 PARTIAL = "partial"  # content accepted for some recipients, others refused
-FAILED = "failed"  # the server did not take the message
+FAILED = "failed"  # the server refused the message for good (a 5xx reply)
+DEFERRED = "deferred"  # the server refused it for now (a 4xx reply): worth a retry later
 NOT_SENT = "not_sent"  # never offered to the server (the session ended first)
 # The whole content went out but the session broke before the server's verdict: it
 # may have been queued. Retrying it may deliver it twice (RFC 1047).
@@ -74,11 +75,32 @@ class MessageOutcome:
     def queue_id(self) -> str:
         return queue_id(self.final_reply)
 
+    @property
+    def failure_reply(self) -> Reply | None:
+        """The reply that stopped the message, when a reply did."""
+        if self.mail_reply is not None and not self.mail_reply.is_positive:
+            return self.mail_reply
+        refused = list(self.refused_recipients.values())
+        if refused and len(refused) == len(self.recipients):
+            # Every recipient refused (what DATA said then only follows from it):
+            # permanent if any refusal is, as a retry would still leave that one out.
+            return next((r for r in refused if r.is_permanent), refused[0])
+        for reply in (self.data_reply, self.final_reply):
+            if reply is not None and not reply.is_positive and reply.code != 354:
+                return reply
+        return None
+
+    @property
+    def deferred_recipients(self) -> list[str]:
+        """Recipients refused for now (4xx), for a retry of just them."""
+        return [r.address for r in self.recipients if r.reply and r.reply.is_transient]
+
     def settle(self) -> None:
         """Derive ``status`` from the replies gathered so far."""
+        failure = self.failure_reply
         if self.final_reply is not None and self.final_reply.is_positive:
             self.status = PARTIAL if self.refused_recipients else SENT
-        elif self.mail_reply is not None:
-            self.status = FAILED
+        elif failure is not None:
+            self.status = DEFERRED if failure.is_transient else FAILED
         else:
-            self.status = NOT_SENT
+            self.status = NOT_SENT  # nothing the server said stopped it: never fully offered

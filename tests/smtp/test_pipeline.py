@@ -6,7 +6,7 @@ from __future__ import annotations
 from django_sockmail.smtp import protocol
 from django_sockmail.smtp.envelope import make_envelope
 from django_sockmail.smtp.pipeline import Pipeline, Transaction, prepare
-from django_sockmail.smtp.results import FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN
+from django_sockmail.smtp.results import DEFERRED, FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN
 from tests.smtp.test_protocol import reply
 
 DATA_ONLY = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 PIPELINING\n"))
@@ -46,7 +46,17 @@ MAIL = "MAIL FROM:<from@example.org>"
 
 def test_the_next_envelope_follows_the_content_without_waiting() -> None:
     a, b = message("a@x.org"), message("b@x.org")
-    replies = ["250", "250", "354", "250 queued as A", "250", "250", "250", "354", "250 queued as B"]
+    replies = [
+        "250",
+        "250",
+        "354",
+        "250 queued as A",
+        "250",
+        "250",
+        "250",
+        "354",
+        "250 queued as B",
+    ]
     _, writes, finished = drive([a, b], replies)
     assert writes == [
         [MAIL, "RCPT TO:<a@x.org>", "DATA"],
@@ -93,7 +103,7 @@ def test_sender_refused() -> None:
 def test_data_refused() -> None:
     a = message("a@x.org")
     drive([a], ["250", "250", "451 4.3.0 later"])
-    assert a.outcome.status == FAILED and a.outcome.error.startswith("DATA refused: 451")
+    assert a.outcome.status == DEFERRED and a.outcome.error.startswith("DATA refused: 451")
 
 
 def test_content_refused_does_not_stop_the_next_message() -> None:
@@ -108,10 +118,8 @@ def test_with_chunking_the_whole_batch_is_one_write() -> None:
     bdat = f"BDAT {len(CONTENT)} LAST"
     replies = ["250", "250", "250 A"] + ["250", "250", "250", "250 B"] + ["250"] * 3 + ["250 C"]
     _, writes, finished = drive(batch, replies, chunking=True)
-    assert writes == [
-        [MAIL, "RCPT TO:<a@x.org>", bdat, "RSET", MAIL, "RCPT TO:<b@x.org>", bdat]
-        + ["RSET", MAIL, "RCPT TO:<c@x.org>", bdat]
-    ]
+    a, b, c = ([MAIL, f"RCPT TO:<{n}@x.org>", bdat] for n in "abc")
+    assert writes == [[*a, "RSET", *b, "RSET", *c]]
     assert finished == batch and all(t.outcome.status == SENT for t in batch)
 
 
@@ -138,7 +146,7 @@ def test_abort_after_421_knows_nothing_later_was_taken() -> None:
     pipeline, _, _ = drive(batch, ["250", "250"], chunking=True)
     pipeline.receive(reply("421 4.3.2 shutting down"))  # the answer to a's BDAT
     pipeline.abort(pipeline.queued, server_closed=True)
-    assert [t.outcome.status for t in batch] == [FAILED, NOT_SENT]
+    assert [t.outcome.status for t in batch] == [DEFERRED, NOT_SENT]
 
 
 def test_abort_never_calls_a_refused_envelope_unknown() -> None:
@@ -146,3 +154,22 @@ def test_abort_never_calls_a_refused_envelope_unknown() -> None:
     pipeline, _, _ = drive([a], ["250", "550 no"], chunking=True)
     pipeline.abort(pipeline.queued, server_closed=False)
     assert a.outcome.status == FAILED
+
+
+def test_4xx_and_5xx_refusals_are_told_apart() -> None:
+    cases = {
+        ("450 4.2.0 mailbox busy",): DEFERRED,
+        ("550 5.1.1 no such user",): FAILED,
+        ("450 4.2.0 busy", "550 5.1.1 no such user"): FAILED,  # a retry cannot reach both
+        ("451 4.7.1 greylisted", "452 4.2.2 over quota"): DEFERRED,
+    }
+    for refusals, status in cases.items():
+        t = message(*[f"{n}@x.org" for n in range(len(refusals))])
+        drive([t], ["250", *refusals, "554 no valid recipients"])
+        assert t.outcome.status == status, refusals
+        assert t.outcome.failure_reply is not None
+    partial = message("a@x.org", "b@x.org")
+    drive([partial], ["250", "250", "452 4.2.2 over quota", "354", "250 ok"])
+    assert partial.outcome.status == PARTIAL
+    assert partial.outcome.deferred_recipients == ["b@x.org"]
+    assert partial.outcome.recipients[1].reply.enhanced_status == "4.2.2"  # type: ignore[union-attr]
