@@ -26,10 +26,11 @@ from .smtp.errors import (
     SMTPError,
     SMTPRecipientsRefused,
     SMTPSenderRefused,
+    SMTPServerDisconnected,
 )
 from .smtp.pipeline import Transaction
 from .smtp.protocol import new_outcome
-from .smtp.results import PARTIAL, SENT, UNKNOWN, MessageOutcome
+from .smtp.results import DEFERRED, NOT_SENT, PARTIAL, SENT, UNKNOWN, MessageOutcome
 from .transcript import INFO, MessageRecord, Transcript, header_block
 
 logger = logging.getLogger("django_sockmail")
@@ -212,14 +213,36 @@ class EmailBackend(BaseEmailBackend):
         return sum(_status(m) in (SENT, PARTIAL) for m in messages)
 
     def _send_batch(self, batch: list[tuple[EmailMessage, Envelope]]) -> None:
-        opened = self.open()
-        if self.connection is None or opened is None:
-            return
+        kept_open = self.connection is not None  # by the caller, across calls
+        if kept_open:
+            self._revive()
+        elif self.open() is None:
+            return  # failed silently
         try:
-            self._deliver(self.connection, batch)
+            if self.connection is None:
+                return
+            try:
+                self._deliver(self.connection, batch)
+            except SMTPServerDisconnected as exc:
+                # A kept connection the server closed just as we began: nothing was
+                # taken, so once more, on a new connection.
+                if not kept_open or isinstance(exc, TimeoutError) or not _untouched(batch):
+                    raise
+                self._revive()
+                if self.connection is None:
+                    return
+                self._deliver(self.connection, batch)
         finally:
-            if opened or self.connection is None:
+            if not kept_open or self.connection is None:
                 self.close()
+
+    def _revive(self) -> None:
+        """Reopen a kept connection that the server has closed (idle timeout, 421):
+        the old session is recorded as it ended, and a new one begins."""
+        if self.connection is not None and self.connection.is_alive():
+            return
+        self.close()
+        self.open()
 
     def _deliver(self, client: SMTPClient, batch: list[tuple[EmailMessage, Envelope]]) -> None:
         """Hand the messages to the client one by one, rendering each only when the
@@ -309,6 +332,16 @@ class EmailBackend(BaseEmailBackend):
         from .recorder import record  # the models need the app registry ready
 
         record(transcript)
+
+
+def _untouched(batch: list[tuple[EmailMessage, Envelope]]) -> bool:
+    """No message of the batch got a verdict but a 421 (or none at all), so sending
+    all of them again can deliver none twice."""
+    return all(
+        _status(m) == NOT_SENT
+        or (_status(m) == DEFERRED and getattr(m.sockmail_outcome.failure_reply, "code", 0) == 421)  # type: ignore[attr-defined]
+        for m, _ in batch
+    )
 
 
 def _status(message: EmailMessage) -> str:

@@ -265,6 +265,30 @@ class SMTPClient:
     def is_open(self) -> bool:
         return self._sock is not None
 
+    def is_alive(self) -> bool:
+        """Whether the session can still be used, judged without waiting: a server
+        that closed an idle connection (with a 421, or without a word) has left its
+        goodbye unread. Such a session is closed here, so it can be opened again."""
+        sock = self._sock
+        if sock is None:
+            return False
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        if not pending and not _wait(sock, False, 0)[0] and not self._replies:
+            return True
+        try:
+            self._receive(sock)
+        except SMTPError:
+            self.close()  # the end of the stream: closed while we were not looking
+            return False
+        if not self._replies:
+            return True  # a TLS record that was not application data
+        reply = self._replies.popleft()
+        if reply.code == 421:
+            self.close()
+        else:  # a reply to nothing: out of step, unusable
+            self._fail(SMTPProtocolError(f"The server sent a reply to no command: {reply}"))
+        return False
+
     # Session steps
 
     def open(self) -> None:
