@@ -367,6 +367,7 @@ class SMTPClient:
         start = self._sent
         finished: list[Transaction] = []
         try:
+            self._check_in_step()
             while True:
                 # A refusal is reported before anything more is offered, so that the
                 # caller can stop; otherwise the verdicts wait until the next
@@ -557,12 +558,8 @@ class SMTPClient:
                 raise _closing(closing)
 
     def _exchange(self, commands: list[protocol.Command]) -> list[Reply]:
-        # Anything the server said that answers no command means we are out of step:
-        # each reply from now on would be taken for the wrong command.
-        self._parser.check()
-        if self._replies or self._parser.in_reply:
-            raise SMTPProtocolError("The server sent a reply to no command")
         self._content_written = False
+        self._check_in_step()
         if any(cmd.is_content for cmd in commands):
             self._expect("the reply to the message content", self.timeouts.data)
         else:
@@ -572,6 +569,13 @@ class SMTPClient:
         self._flush()
         self._content_written = any(cmd.is_content for cmd in commands)
         return [self._read_reply() for _ in commands]
+
+    def _check_in_step(self) -> None:
+        # Anything the server said that answers no command means we are out of step:
+        # each reply from now on would be taken for the wrong command.
+        self._parser.check()
+        if self._replies or self._parser.in_reply:
+            raise SMTPProtocolError("The server sent a reply to no command")
 
     def _queue(self, commands: list[protocol.Command]) -> None:
         for cmd in commands:
@@ -589,6 +593,7 @@ class SMTPClient:
     def _read_reply(self) -> Reply:
         """The next reply (writing what is queued meanwhile)."""
         while not self._replies:
+            self._parser.check()  # what came after the last good reply was not SMTP
             self._pump()
         return self._replies.popleft()
 

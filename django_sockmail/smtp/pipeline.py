@@ -17,7 +17,7 @@ from enum import Enum
 
 from .data import normalize_line_endings
 from .envelope import Envelope
-from .errors import SMTPError
+from .errors import SMTPError, SMTPProtocolError
 from .protocol import (
     Capabilities,
     Command,
@@ -135,10 +135,22 @@ class Pipeline:
         return self._written(commands, transaction)
 
     def receive(self, reply: Reply) -> tuple[list[Command], Transaction | None]:
-        """Match ``reply`` to the oldest command without one."""
+        """Match ``reply`` to the oldest command without one.
+
+        A server that sends a reply too many shifts every later reply onto the wrong
+        command; that shows as soon as a reply cannot answer its command (a 354 to
+        anything but DATA, a completion to DATA, a reply to nothing), and raises
+        SMTPProtocolError: the session is out of step and must end.
+        """
+        if not self._awaited:
+            raise SMTPProtocolError(f"The server sent a reply to no command: {reply}")
         awaited = self._awaited.popleft()
         transaction, outcome = awaited.transaction, awaited.transaction.outcome
         step = awaited.step
+        if (reply.code == 354 and step is not Step.DATA) or (
+            step is Step.DATA and reply.is_positive
+        ):
+            raise SMTPProtocolError(f"The server answered {step.value} with {reply}: out of step")
         if step is Step.MAIL:
             outcome.mail_reply = reply
         elif step is Step.RCPT:

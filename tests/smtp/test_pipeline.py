@@ -173,3 +173,16 @@ def test_4xx_and_5xx_refusals_are_told_apart() -> None:
     assert partial.outcome.status == PARTIAL
     assert partial.outcome.deferred_recipients == ["b@x.org"]
     assert partial.outcome.recipients[1].reply.enhanced_status == "4.2.2"  # type: ignore[union-attr]
+
+
+def test_a_reply_out_of_step_is_a_protocol_error() -> None:
+    import pytest
+
+    from django_sockmail.smtp.errors import SMTPProtocolError
+
+    for replies in (["250", "250", "250"], ["354"]):  # a completion to DATA; 354 to MAIL
+        with pytest.raises(SMTPProtocolError, match="out of step"):
+            drive([message("a@x.org")], replies)
+    pipeline, _, _ = drive([message("a@x.org")], ["250", "250", "354", "250"])
+    with pytest.raises(SMTPProtocolError, match="a reply to no command"):
+        pipeline.receive(reply("250 one too many"))
