@@ -1,18 +1,38 @@
 """Writes a finished :class:`~django_sockmail.transcript.Transcript` to the audit log.
 
-The write is one transaction with a fixed number of queries however long the session
-was (``bulk_create`` per table). It never raises: mail that was sent stays sent even
-when the audit log cannot be written, so a failure is logged and ``None`` returned.
+The write is one transaction. The session is saved through the ORM; its messages,
+recipients and transcript lines, nearly all of what is written, go in as plain rows,
+many to a query: at most ``ROWS_PER_QUERY`` rows (and ``TEXT_PER_QUERY`` characters
+of unbounded text) each. So the number of queries grows by one per thousand rows of a
+table, not with every line, and what the write holds at once does not grow with the
+session.
+
+Each database takes the rows the way that costs it least: SQLite an ``INSERT`` with
+its own ``?`` placeholders on the sqlite3 connection, PostgreSQL with psycopg 3 a
+``COPY``, any other a multi-row ``INSERT`` through Django's cursor. The first two go
+past Django's cursor: they are logged as queries (``connection.queries``,
+``assertNumQueries``) and raise Django's errors, but no ``execute_wrapper`` sees them.
+
+It never raises: mail that was sent stays sent even when the audit log cannot be
+written, so a failure is logged and ``None`` returned.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
-from typing import TypedDict, TypeVar, overload
+from functools import cache
+from operator import itemgetter
+from typing import Any, TypeVar, overload
 
 from django.conf import settings
 from django.db import connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
 
 from . import signals
@@ -20,17 +40,18 @@ from .conf import conf
 from .models import Message, Recipient, Session, TranscriptLine
 from .smtp import results
 from .smtp.replies import Reply
+from .smtp.results import MessageOutcome
 from .transcript import MessageRecord, Transcript
 
 logger = logging.getLogger("django_sockmail")
 
+# At most this many rows, and about this many characters of text (a "full" content
+# line can hold CONTENT_MAX_BYTES), go to the database in one query.
+ROWS_PER_QUERY = 1000
+TEXT_PER_QUERY = 1 << 20
+
 _M = TypeVar("_M", bound=models.Model)
-
-
-class _ReplyFields(TypedDict):
-    reply_code: int | None
-    reply_text: str
-    enhanced_status: str
+_Row = tuple[Any, ...]
 
 
 def record(transcript: Transcript) -> Session | None:
@@ -80,111 +101,274 @@ def _write(transcript: Transcript, using: str) -> Session:
     _clean(session)
     session.save(force_insert=True, using=using)
 
-    messages = [
-        _message(session, position, rec)
-        for position, rec in enumerate(transcript.messages, start=1)
-    ]
-    Message.objects.using(using).bulk_create(messages)
-    if messages and messages[0].pk is None:
-        # Backends that cannot return ids from a bulk insert (MySQL): one more query.
-        ids = (
-            Message.objects.using(using)
-            .filter(session=session)
-            .order_by("position")
-            .values_list("pk", flat=True)
-        )
-        for message, pk in zip(messages, ids, strict=True):
-            message.pk = pk
-
-    Recipient.objects.using(using).bulk_create(
-        _clean(
-            Recipient(
-                message=message,
-                address=recipient.address,
-                accepted=recipient.accepted,
-                **_reply_fields(recipient.reply),
+    messages, recipients = _table(Message), _table(Recipient)
+    with connections[using].cursor() as cursor:
+        numbered = enumerate(transcript.messages, start=1)
+        while chunk := list(itertools.islice(numbered, ROWS_PER_QUERY)):
+            _insert(
+                cursor,
+                messages,
+                (_message_row(session.pk, position, rec) for position, rec in chunk),
             )
-        )
-        for message, rec in zip(messages, transcript.messages, strict=True)
-        for recipient in rec.outcome.recipients
-    )
-    _insert_lines(session, transcript, using)
+            # The recipients' rows need their message's id: one query per chunk of
+            # messages, which works on every database (and for COPY, which returns none).
+            first, last = chunk[0][0], chunk[-1][0]
+            ids = (
+                Message.objects.using(using)
+                .filter(session=session, position__gte=first, position__lte=last)
+                .order_by("position")
+                .values_list("pk", flat=True)
+            )
+            _insert(
+                cursor,
+                recipients,
+                (
+                    _recipient_row(message_id, recipient)
+                    for message_id, (_, rec) in zip(ids, chunk, strict=True)
+                    for recipient in rec.outcome.recipients
+                ),
+            )
+        _insert_lines(cursor, session.pk, transcript)
     return session
 
 
-def _insert_lines(session: Session, transcript: Transcript, using: str) -> None:
-    """All of the session's lines in one ``executemany``: the transcript is most of
-    what is written, and building a model instance per line cost more than sending
-    the mail (the text is cleaned as :func:`_clean` would, for TextFields)."""
-    if not transcript.lines:
-        return
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    meta = TranscriptLine._meta
-    columns = [_column(meta.get_field(name)) for name in _LINE_FIELDS]
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
+def _insert_lines(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
+    """The transcript is most of what is written, so its rows are made here without
+    :meth:`_Table.clean`: the text is cleaned as it would be, the direction is one of
+    the transcript's own, the offset is in milliseconds to the microsecond."""
+    _insert(
+        cursor,
+        _table(TranscriptLine),
+        (
+            (session_id, seq, int(offset * 1e6 + 0.5) / 1e3, direction, _storable(text))
+            for seq, (offset, direction, text) in enumerate(transcript.lines.rows(), start=1)
+        ),
     )
-    rows = [  # in the order of _LINE_FIELDS
-        (session.pk, seq, round(line.offset * 1000, 3), line.direction, _storable(line.text))
-        for seq, line in enumerate(transcript.lines, start=1)
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
 
 
-_LINE_FIELDS = ("session", "seq", "offset_ms", "direction", "text")
+def _message_row(session_id: int, position: int, rec: MessageRecord) -> _Row:
+    outcome = rec.outcome
+    return _table(Message).clean(
+        (
+            session_id,
+            position,
+            outcome.sender,
+            rec.message_id,
+            rec.subject,
+            outcome.size,
+            outcome.sha256,
+            rec.content_mode,
+            rec.content_stored,
+            rec.headers,
+            outcome.status,
+            outcome.queue_id,
+            outcome.error,
+            len(outcome.recipients),
+            *_reply_values(_deciding_reply(outcome)),
+        )
+    )
 
 
-def _column(field: object) -> str:
+def _recipient_row(message_id: int, recipient: results.RecipientOutcome) -> _Row:
+    return _table(Recipient).clean(
+        (message_id, recipient.address, recipient.accepted, *_reply_values(recipient.reply))
+    )
+
+
+# The fields of each table the recorder writes, in the order of the values of a row.
+_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
+    Message: (
+        "session",
+        "position",
+        "envelope_from",
+        "message_id",
+        "subject",
+        "size",
+        "sha256",
+        "content_mode",
+        "content_stored",
+        "headers",
+        "status",
+        "queue_id",
+        "error",
+        "recipient_count",
+        "reply_code",
+        "reply_text",
+        "enhanced_status",
+    ),
+    Recipient: ("message", "address", "accepted", "reply_code", "reply_text", "enhanced_status"),
+    TranscriptLine: ("session", "seq", "offset_ms", "direction", "text"),
+}
+
+
+class _Table:
+    """One table the recorder writes rows into: the columns of its ``_FIELDS``."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        fields = [_concrete_field(model, name) for name in _FIELDS[model]]
+        self.name = model._meta.db_table
+        self.columns = tuple(str(field.column) for field in fields)
+        # (position in the row, max_length or None) of each text value.
+        self.texts = tuple(
+            (i, field.max_length)
+            for i, field in enumerate(fields)
+            if isinstance(field, (models.CharField, models.TextField))
+        )
+        # The text values without a max_length: what counts against TEXT_PER_QUERY.
+        unbounded = [i for i, limit in self.texts if limit is None]
+        self._unbounded = itemgetter(*unbounded) if unbounded else None
+        self._unbounded_count = len(unbounded)
+
+    def clean(self, row: _Row) -> _Row:
+        """Make text from the wire storable on every backend, as :func:`_clean` does."""
+        values = list(row)
+        for i, limit in self.texts:
+            values[i] = values[i].replace("\x00", "\ufffd")[:limit]  # as _storable()
+        return tuple(values)
+
+    def text_size(self, rows: list[_Row]) -> int:
+        """The characters of text in ``rows`` that count against TEXT_PER_QUERY."""
+        if self._unbounded is None:
+            return 0
+        values: Iterable[str] = map(self._unbounded, rows)
+        if self._unbounded_count > 1:
+            values = itertools.chain.from_iterable(values)
+        return sum(map(len, values))
+
+
+def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    field = model._meta.get_field(name)
     assert isinstance(field, models.Field)
-    return str(field.column)
+    return field
+
+
+@cache
+def _table(model: type[models.Model]) -> _Table:
+    return _Table(model)
+
+
+def _insert(cursor: CursorWrapper, table: _Table, rows: Iterable[_Row]) -> None:
+    """Insert ``rows`` into ``table``, as many to a query as the bounds allow."""
+    connection = cursor.db
+    write = _writer(connection)
+    per_query = ROWS_PER_QUERY
+    max_params = _max_query_params(connection)
+    if max_params is not None:
+        per_query = max(1, min(per_query, max_params // len(table.columns)))
+    rows = iter(rows)
+    while chunk := list(itertools.islice(rows, per_query)):
+        if table.text_size(chunk) <= TEXT_PER_QUERY:
+            write(cursor, table, chunk)
+            continue
+        part: list[_Row] = []
+        size = 0
+        for row in chunk:  # rarely: long texts, a few rows to a query
+            weight = table.text_size([row])
+            if part and size + weight > TEXT_PER_QUERY:
+                write(cursor, table, part)
+                part, size = [], 0
+            part.append(row)
+            size += weight
+        write(cursor, table, part)
+
+
+_Writer = Callable[[CursorWrapper, _Table, list[_Row]], None]
+
+
+def _writer(connection: BaseDatabaseWrapper) -> _Writer:
+    """How rows get to ``connection``'s database: what costs the least on each."""
+    if connection.vendor == "sqlite":
+        return _insert_sqlite
+    if connection.vendor == "postgresql":
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+        if is_psycopg3:
+            return _copy
+    return _insert_values
+
+
+def _insert_values(cursor: CursorWrapper, table: _Table, rows: list[_Row]) -> None:
+    cursor.execute(_insert_sql(cursor.db, table, len(rows)), _values(rows))
+
+
+def _insert_sqlite(cursor: CursorWrapper, table: _Table, rows: list[_Row]) -> None:
+    """The INSERT with SQLite's own placeholders, straight to the sqlite3 connection:
+    Django's cursor would first rewrite every ``%s`` of it with a regular expression,
+    a tenth of the whole write."""
+    sql = _insert_sql(cursor.db, table, len(rows), placeholder="?")
+    with _driver_call(cursor, sql):
+        cursor.db.connection.execute(sql, _values(rows))
+
+
+def _copy(cursor: CursorWrapper, table: _Table, rows: list[_Row]) -> None:
+    """The rows by PostgreSQL's COPY, with psycopg 3, whose parsing of a long INSERT's
+    placeholders (in Python) would cost more than the database's own work."""
+    quote = cursor.db.ops.quote_name
+    columns = ", ".join(quote(column) for column in table.columns)
+    sql = f"COPY {quote(table.name)} ({columns}) FROM STDIN"
+    with _driver_call(cursor, sql), cursor.cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+@contextmanager
+def _driver_call(cursor: CursorWrapper, sql: str) -> Iterator[None]:
+    """Around a call to the database driver itself, what Django's cursor would do:
+    the query is logged (``connection.queries``, ``assertNumQueries``) and errors are
+    Django's. No ``execute_wrapper`` sees it."""
+    logged: AbstractContextManager[object] = (
+        cursor.debug_sql(sql) if isinstance(cursor, CursorDebugWrapper) else nullcontext()
+    )
+    cursor.db.validate_no_broken_transaction()
+    with logged, cursor.db.wrap_database_errors:
+        yield
+
+
+def _insert_sql(
+    connection: BaseDatabaseWrapper, table: _Table, count: int, placeholder: str = "%s"
+) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(column) for column in table.columns)
+    row = f"({', '.join([placeholder] * len(table.columns))})"
+    return f"INSERT INTO {quote(table.name)} ({columns}) VALUES {', '.join([row] * count)}"
+
+
+def _values(rows: list[_Row]) -> list[Any]:
+    return list(itertools.chain.from_iterable(rows))
+
+
+def _max_query_params(connection: BaseDatabaseWrapper) -> int | None:
+    limit: int | None = connection.features.max_query_params
+    if connection.vendor == "sqlite":
+        # Django 5.2 assumes SQLite's old default of 999 variables a query (a row of
+        # lines has five); Django 6 reads the real limit (32766 since SQLite 3.32), as here.
+        getlimit: Callable[[int], int] | None = getattr(connection.connection, "getlimit", None)
+        if getlimit is not None:
+            limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return limit
 
 
 def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")  # PostgreSQL refuses NUL in text
 
 
-def _message(session: Session, position: int, rec: MessageRecord) -> Message:
-    outcome = rec.outcome
-    # The reply that decided the transaction: the end of data, or the refusal of DATA,
-    # or of MAIL. A MAIL accepted and never followed up decided nothing.
+def _deciding_reply(outcome: MessageOutcome) -> Reply | None:
+    """The reply that decided the transaction: the end of data, or the refusal of DATA,
+    or of MAIL. A MAIL accepted and never followed up decided nothing."""
     refused_data = (
         outcome.data_reply if outcome.data_reply and outcome.data_reply.code != 354 else None
     )
     reply = outcome.final_reply or refused_data
     if reply is None and outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
         reply = outcome.mail_reply
-    return _clean(
-        Message(
-            session=session,
-            position=position,
-            envelope_from=outcome.sender,
-            message_id=rec.message_id,
-            subject=rec.subject,
-            size=outcome.size,
-            sha256=outcome.sha256,
-            content_mode=rec.content_mode,
-            content_stored=rec.content_stored,
-            headers=rec.headers,
-            status=outcome.status,
-            queue_id=outcome.queue_id,
-            error=outcome.error,
-            recipient_count=len(outcome.recipients),
-            **_reply_fields(reply),
-        )
-    )
+    return reply
 
 
-def _reply_fields(reply: Reply | None) -> _ReplyFields:
+def _reply_values(reply: Reply | None) -> tuple[int | None, str, str]:
+    """``reply_code``, ``reply_text`` and ``enhanced_status`` (see ``ServerReply``)."""
     if reply is None:
-        return {"reply_code": None, "reply_text": "", "enhanced_status": ""}
-    return {
-        "reply_code": reply.code,
-        "reply_text": reply.text,
-        "enhanced_status": reply.enhanced_status or "",
-    }
+        return None, "", ""
+    return reply.code, reply.text, reply.enhanced_status or ""
 
 
 @overload

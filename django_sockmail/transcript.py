@@ -1,13 +1,20 @@
 """An in-memory record of one SMTP session: what was said, when, and what became of
 each message. It implements :class:`~django_sockmail.smtp.events.SessionListener`;
 :mod:`django_sockmail.recorder` writes it to the database. No ORM here.
+
+The backend keeps a transcript of every session, recorded or not, and a session can
+run to many thousands of messages, so the lines are held compactly (:class:`Lines`)
+and made into text only when they are read.
 """
 
 from __future__ import annotations
 
 import time
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import overload
 
 from .smtp.events import TLSInfo
 from .smtp.replies import Reply
@@ -27,15 +34,19 @@ CONTENT_HEADERS = "headers"  # the header block and the size
 CONTENT_ENVELOPE = "envelope"  # none of the content: no headers, no subject
 CONTENT_MODES = (CONTENT_FULL, CONTENT_HEADERS, CONTENT_ENVELOPE)
 
+# Header blocks of content lines that no message record has claimed yet (see
+# Transcript.add_message); past this many, sharing them is given up, never correctness.
+_UNCLAIMED_LIMIT = 256
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class Line:
     offset: float  # seconds since the session started
     direction: str
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageRecord:
     """One message offered in the session, with the server's verdict."""
 
@@ -54,6 +65,99 @@ def header_block(content: bytes) -> str:
     return head.decode("utf-8", errors="replace").replace("\r\n", "\n").rstrip("\n")
 
 
+class _HeadersNote:
+    """The content line of a message whose header block is kept. The block is the
+    same string as the message record's ``headers``, so it is held once."""
+
+    __slots__ = ("headers", "size")
+
+    def __init__(self, headers: str, size: int) -> None:
+        self.headers = headers
+        self.size = size
+
+    def __str__(self) -> str:
+        return f"{self.headers}\n\n[message content: {self.size} bytes; body not stored]"
+
+
+# A line's text as it is held: the text itself, a one-line reply (already kept by the
+# message's outcome), or a content note; made into text when the line is read.
+_Text = str | Reply | _HeadersNote
+
+
+def _text(held: _Text) -> str:
+    if type(held) is str:
+        return held
+    if isinstance(held, Reply):  # one line: written as Reply.wire_lines() writes it
+        return f"{held.code} {held.lines[0]}".rstrip()
+    return str(held)
+
+
+class Lines(Sequence[Line]):
+    """A transcript's lines, in order: a sequence of :class:`Line`.
+
+    Held as an array of offsets and two lists rather than as an object per line (a
+    fifth of the memory); each :class:`Line` is made when it is read.
+    """
+
+    __slots__ = ("_directions", "_offsets", "_texts")
+
+    def __init__(self, lines: Iterable[Line] = ()) -> None:
+        self._offsets = array("d")
+        self._directions: list[str] = []
+        self._texts: list[_Text] = []
+        for line in lines:
+            self.append(line.offset, line.direction, line.text)
+
+    def append(self, offset: float, direction: str, text: _Text) -> None:
+        self._offsets.append(offset)
+        self._directions.append(direction)
+        self._texts.append(text)
+
+    def rows(self) -> Iterator[tuple[float, str, str]]:
+        """``(offset, direction, text)`` of each line, without a :class:`Line` each."""
+        return zip(self._offsets, self._directions, map(_text, self._texts), strict=True)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @overload
+    def __getitem__(self, index: int) -> Line: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Line]: ...
+    def __getitem__(self, index: int | slice) -> Line | list[Line]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return Line(self._offsets[index], self._directions[index], _text(self._texts[index]))
+
+    def __iter__(self) -> Iterator[Line]:
+        for offset, direction, text in self.rows():
+            yield Line(offset, direction, text)
+
+    def __repr__(self) -> str:
+        return f"<Lines: {len(self)}>"
+
+
+class _LinesField:
+    """``Transcript.lines``: whatever sequence of lines is given or assigned is kept as
+    :class:`Lines` (a dataclass field whose default is a descriptor)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attribute = f"_{name}"
+
+    @overload
+    def __get__(self, transcript: None, owner: type) -> tuple[()]: ...
+    @overload
+    def __get__(self, transcript: Transcript, owner: type) -> Lines: ...
+    def __get__(self, transcript: Transcript | None, owner: type) -> Lines | tuple[()]:
+        if transcript is None:
+            return ()  # the field's default: no lines
+        lines: Lines = getattr(transcript, self._attribute)
+        return lines
+
+    def __set__(self, transcript: Transcript, lines: Iterable[Line]) -> None:
+        setattr(transcript, self._attribute, lines if isinstance(lines, Lines) else Lines(lines))
+
+
 @dataclass
 class Transcript:
     """Collects one session's events with their time offsets."""
@@ -70,12 +174,13 @@ class Transcript:
     tls: TLSInfo | None = None
     status: str = OK
     error: str = ""
-    lines: list[Line] = field(default_factory=list)
+    lines: _LinesField = _LinesField()
     messages: list[MessageRecord] = field(default_factory=list)
     _start: float = field(default_factory=time.monotonic, repr=False)
+    _unclaimed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def add_line(self, direction: str, text: str) -> None:
-        self.lines.append(Line(time.monotonic() - self._start, direction, text))
+        self.lines.append(time.monotonic() - self._start, direction, text)
 
     def add_message(self, record: MessageRecord) -> None:
         """Keep a message's record, with as much of its content as the mode allows."""
@@ -84,6 +189,8 @@ class Transcript:
         if self.content_mode == CONTENT_FULL:
             record.content_stored = min(size, self.content_max_bytes)
         elif self.content_mode == CONTENT_HEADERS:
+            # The same header block as a content line's: keep that one string for both.
+            record.headers = self._unclaimed.pop(record.headers, record.headers)
             record.content_stored = len(record.headers.encode())
         else:
             record.subject, record.headers, record.content_stored = "", "", 0
@@ -103,8 +210,12 @@ class Transcript:
         self.add_line(CLIENT, text)
 
     def on_reply(self, reply: Reply) -> None:
+        offset = time.monotonic() - self._start
+        if len(reply.lines) == 1:  # nearly every reply: keep it, write it out when read
+            self.lines.append(offset, SERVER, reply)
+            return
         for text in reply.wire_lines():
-            self.add_line(SERVER, text)
+            self.lines.append(offset, SERVER, text)
 
     def on_content(self, content: bytes) -> None:
         size = f"[message content: {len(content)} bytes"
@@ -117,8 +228,13 @@ class Transcript:
                 note = f"{size}]"
             self.add_line(CONTENT, f"{text.rstrip(chr(10))}\n\n{note}")
         elif self.content_mode == CONTENT_HEADERS:
-            note = f"{size}; body not stored]"
-            self.add_line(CONTENT, f"{header_block(content)}\n\n{note}")
+            headers = header_block(content)
+            if len(self._unclaimed) >= _UNCLAIMED_LIMIT:
+                self._unclaimed.clear()
+            self._unclaimed[headers] = headers
+            self.lines.append(
+                time.monotonic() - self._start, CONTENT, _HeadersNote(headers, len(content))
+            )
         else:
             self.add_line(CONTENT, f"{size}; not stored]")
 
