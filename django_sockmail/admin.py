@@ -77,8 +77,10 @@ else:
 _STATUS_ICONS: dict[str, str] = {
     Session.Status.OK: "yes",
     Session.Status.FAILED: "no",
+    Session.Status.TIMED_OUT: "no",
     Message.Status.SENT: "yes",
     Message.Status.PARTIAL: "alert",
+    Message.Status.DEFERRED: "alert",
     Message.Status.FAILED: "no",
     Message.Status.NOT_SENT: "unknown",
     Message.Status.UNKNOWN: "alert",

@@ -16,7 +16,7 @@ from django.db.models.functions import Left, Upper
 from django.db.models.sql import Query
 from django.utils import timezone
 
-from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS
+from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS, TIMED_OUT
 
 # Long enough for any real value, short enough to index on every supported database
 # (MySQL's utf8mb4 index limit is 768 characters). The recorder clips longer values.
@@ -91,6 +91,7 @@ class Session(models.Model):
     class Status(models.TextChoices):
         OK = "ok", "OK"
         FAILED = "failed", "failed"
+        TIMED_OUT = TIMED_OUT, "timed out"
 
     host = models.CharField(max_length=255)
     port = models.PositiveIntegerField()
@@ -176,7 +177,8 @@ class Message(_ExpressionIndexes, ServerReply):
     class Status(models.TextChoices):
         SENT = "sent", "sent"
         PARTIAL = "partial", "partly sent"
-        FAILED = "failed", "failed"
+        DEFERRED = "deferred", "deferred (4xx: retry later)"
+        FAILED = "failed", "failed (5xx)"
         NOT_SENT = "not_sent", "not sent"
         # The content went out but the verdict never came back: it may be queued.
         UNKNOWN = "unknown", "unknown"

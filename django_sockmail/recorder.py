@@ -353,15 +353,12 @@ def _storable(text: str) -> str:
 
 
 def _deciding_reply(outcome: MessageOutcome) -> Reply | None:
-    """The reply that decided the transaction: the end of data, or the refusal of DATA,
-    or of MAIL. A MAIL accepted and never followed up decided nothing."""
-    refused_data = (
-        outcome.data_reply if outcome.data_reply and outcome.data_reply.code != 354 else None
-    )
-    reply = outcome.final_reply or refused_data
-    if reply is None and outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
-        reply = outcome.mail_reply
-    return reply
+    """The reply that decided the transaction: the verdict on the content when it was
+    taken, else the reply that stopped it (see ``MessageOutcome.failure_reply``). A
+    MAIL accepted and never followed up decided nothing."""
+    if outcome.final_reply is not None and outcome.final_reply.is_positive:
+        return outcome.final_reply
+    return outcome.failure_reply
 
 
 def _reply_values(reply: Reply | None) -> tuple[int | None, str, str]:

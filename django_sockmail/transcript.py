@@ -27,6 +27,7 @@ INFO = "*"  # what happened around the conversation: connect, TLS, close, errors
 
 OK = "ok"
 FAILED = "failed"
+TIMED_OUT = "timeout"  # failed because the server did not answer in time
 
 # How much of each message's content a transcript keeps (SOCKMAIL["STORE_CONTENT"]).
 CONTENT_FULL = "full"  # the whole message, up to a cap
@@ -249,6 +250,6 @@ class Transcript:
         self.add_line(INFO, "connection closed")
 
     def on_error(self, error: BaseException) -> None:
-        self.status = FAILED
+        self.status = TIMED_OUT if isinstance(error, TimeoutError) else FAILED
         self.error = f"{type(error).__name__}: {error}"
         self.add_line(INFO, f"error: {self.error}")

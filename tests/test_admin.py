@@ -593,6 +593,32 @@ def test_message_filters(admin_client: Client) -> None:
     assert [m.subject for m in later] == ["Invoice"]
 
 
+def test_deferred_messages_and_timed_out_sessions_have_their_own_filters(
+    admin_client: Client,
+) -> None:
+    outcome = MessageOutcome(
+        sender="zed@example.com",
+        recipients=[RecipientOutcome("yan@example.com", Reply(451, ("4.7.1 Greylisted",)))],
+        mail_reply=Reply(250, ("2.1.0 Ok",)),
+    )
+    outcome.settle()
+    recorded(
+        status="timeout",
+        error="SMTPTimeoutError: Timed out after 30 s waiting for the reply to DATA",
+        messages=[MessageRecord(outcome, subject="Greylisted")],
+    )
+    recorded()
+
+    deferred = listed(admin_client, MESSAGES, status__exact="deferred")
+    assert [(m.subject, m.reply_code, m.enhanced_status) for m in deferred] == [
+        ("Greylisted", 451, "4.7.1")
+    ]
+    [timed_out] = listed(admin_client, SESSIONS, status__exact="timeout")
+    assert timed_out.error.startswith("SMTPTimeoutError")
+    page = admin_client.get(SESSIONS).content.decode()
+    assert "timed out" in page
+
+
 @pytest.mark.parametrize("model", ["session", "message"])
 def test_nothing_can_be_added(admin_client: Client, model: str) -> None:
     response = admin_client.get(reverse(f"admin:django_sockmail_{model}_add"))

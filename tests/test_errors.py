@@ -344,7 +344,7 @@ def test_a_stalled_server_times_out(script: Callable[..., Target]) -> None:
     assert time.monotonic() - started < 4
     assert isinstance(excinfo.value, TimeoutError)
     session = Session.objects.get()
-    assert session.status == "failed"
+    assert session.status == "timeout"
     assert "timed out" in session.error.lower()
     assert client_commands(session)[-1].startswith("MAIL FROM:")
 

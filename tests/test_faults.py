@@ -137,8 +137,9 @@ def wire(session: Session) -> list[str]:
 
 
 def check_failed_session(session: Session, error: SMTPError) -> None:
-    """The session is recorded as failed, with the error, as the last thing that happened."""
-    assert session.status == "failed"
+    """The session is recorded as failed (timed out, for a timeout), with the error, as
+    the last thing that happened."""
+    assert session.status == ("timeout" if isinstance(error, TimeoutError) else "failed")
     assert session.error == f"{type(error).__name__}: {error}"
     last = list(session.lines.order_by("-seq").values_list("direction", "text")[:2])
     assert last == [("*", "connection closed"), ("*", f"error: {session.error}")]
@@ -318,10 +319,9 @@ def test_smtp_sink_refusing_a_command(
     assert (session.status, session.error) == ("ok", "")
     message = Message.objects.get(session=session)
     assert message.error == record_error.format(reply=reply)
-    reply_code = None if command == "RCPT" else code  # the RCPT reply is the recipient's
-    assert stored(session) == [
-        ("Message 1", status, reply_code, enhanced if reply_code else ""),
-    ]
+    # The message keeps the reply that stopped it (with every recipient refused,
+    # the recipient's refusal).
+    assert stored(session) == [("Message 1", status, code, enhanced)]
     assert stored_recipients(session) == [
         (
             "to1@example.com",
@@ -474,7 +474,7 @@ def test_smtp_sink_closing_with_421_after_a_command(
             rows.append(("Message 2", "not_sent", None, ""))
             recipients.append(("to2@example.com", False, None))
     else:
-        rows = [("Message 1", "deferred", None, "")]
+        rows = [("Message 1", "deferred", 421, "4.0.0")]  # the recipient's 421
         recipients = [("to1@example.com", False, 421)]
     assert stored_recipients(session) == recipients
     assert stored(session) == rows
@@ -847,6 +847,6 @@ def test_a_421_answering_a_recipient_mid_batch(
     ]
     assert stored(session) == [
         ("Message 1", "sent", 250, "2.0.0"),
-        ("Message 2", "deferred", None, ""),  # the codes are on the recipient's row
+        ("Message 2", "deferred", 421, "4.3.2"),  # its only recipient's refusal
     ]
     check_batch(messages, error, ["sent", "deferred", "not_sent"], good)

@@ -572,7 +572,7 @@ def test_a_silent_server_times_out(scripted: Scripted) -> None:
         f"Probe of {target(server)} failed: "
         "SMTPTimeoutError: Timed out after 0.3 s waiting for the greeting"
     )
-    assert Session.objects.get().status == "failed"
+    assert Session.objects.get().status == "timeout"
 
 
 @pytest.mark.parametrize(("args", "port"), [([], 25), (["--starttls"], 587), (["--ssl"], 465)])

@@ -294,7 +294,7 @@ def test_messages_and_recipients_are_stored_in_order() -> None:
                 mail_reply=reply(250, "2.1.0 Ok"),
                 error="all recipients refused",
             ),
-            (None, "", ""),
+            (550, "5.1.1 No such user", "5.1.1"),
             id="every RCPT refused",
         ),
     ],

@@ -49,7 +49,7 @@ def test_a_stall_at_each_step_times_out_naming_it(
     assert str(error) == f"Timed out after 0.3 s waiting for {step}"
     assert elapsed < 3  # the tests' own limit for a hung client is far above
     session = Session.objects.get()
-    assert session.status == "failed"
+    assert session.status == "timeout"
     assert session.error == f"SMTPTimeoutError: {error}"
 
 
