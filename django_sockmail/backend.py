@@ -3,8 +3,6 @@ outcomes to return values, exceptions and audit records. No SMTP logic lives her
 
 from __future__ import annotations
 
-import email.policy
-import inspect
 import logging
 import ssl
 import threading
@@ -19,6 +17,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from . import signals
 from .checks import require_app_installed
 from .conf import conf
+from .rendering import render
 from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
 from .smtp.errors import (
@@ -365,19 +364,6 @@ def _invalid_mailer(message: str, alias: str) -> Exception:
 
     error: Exception = InvalidMailer(message, alias=alias)
     return error
-
-
-# Django 6.0 renders messages with the modern email API and takes a policy.
-_MESSAGE_TAKES_POLICY = "policy" in inspect.signature(EmailMessage.message).parameters
-
-
-def render(message: EmailMessage) -> tuple[Any, bytes]:
-    """The MIME message Django builds, and its bytes with CRLF line endings."""
-    if _MESSAGE_TAKES_POLICY:
-        mime: Any = message.message(policy=email.policy.SMTP)  # type: ignore[call-arg,unused-ignore]
-        return mime, mime.as_bytes()
-    mime = message.message()
-    return mime, mime.as_bytes(linesep="\r\n")
 
 
 def _refusal(outcome: MessageOutcome) -> SMTPError:
