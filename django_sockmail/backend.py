@@ -301,9 +301,15 @@ class EmailBackend(BaseEmailBackend):
         )
 
     def _keep(self, message: EmailMessage, record: MessageRecord) -> None:
-        assert self._transcript is not None
+        transcript = self._transcript
+        assert transcript is not None
         message.sockmail_outcome = record.outcome  # type: ignore[attr-defined]
-        self._transcript.add_message(record)
+        transcript.add_message(record)
+        every = conf.WRITE_EVERY
+        if every and len(transcript.messages) >= every and conf.RECORD_SESSIONS:
+            from .recorder import write_so_far  # the models need the app registry ready
+
+            write_so_far(transcript)
 
     @staticmethod
     def _envelope(message: EmailMessage) -> Envelope | None:

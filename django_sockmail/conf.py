@@ -112,6 +112,19 @@ class Settings:
         return {step: None if v is None else float(v) for step, v in value.items()}
 
     @property
+    def WRITE_EVERY(self) -> int:
+        """Write an open session's records every this many messages (default 1000), so
+        that a long session's memory stays flat and its record reaches the database
+        as it goes; 0 writes each session only when it closes."""
+        value = self._get("WRITE_EVERY", 1000)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ImproperlyConfigured(
+                f"SOCKMAIL['WRITE_EVERY'] must be a whole number of messages, 0 or more; "
+                f"got {value!r}"
+            )
+        return value
+
+    @property
     def STORE_CONTENT(self) -> str:
         """How much message content to keep: "full", "headers" (default) or "envelope"."""
         value = self._get("STORE_CONTENT", CONTENT_HEADERS)

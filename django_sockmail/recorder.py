@@ -55,37 +55,56 @@ _Row = tuple[Any, ...]
 
 
 def record(transcript: Transcript) -> Session | None:
-    """Save ``transcript`` with its messages, recipients and lines.
+    """Save ``transcript`` with its messages, recipients and lines (what an earlier
+    :func:`write_so_far` did not save already).
 
-    Returns the new :class:`Session`, or ``None`` (after logging the exception on the
+    Returns the :class:`Session`, or ``None`` (after logging the exception on the
     ``django_sockmail`` logger) when the database write failed.
     """
+    session = _save(transcript, closed=True)
+    if session is not None:
+        signals.send(signals.session_recorded, Session, session=session, transcript=transcript)
+    return session
+
+
+def write_so_far(transcript: Transcript) -> bool:
+    """Save what a session still open has said and done so far, and let the transcript
+    forget it: a long session's memory stays flat, and its record is in the database
+    as it goes (with no end time until it closes). False, logged, when the write
+    failed: the transcript then keeps everything for the next write."""
+    session = _save(transcript, closed=False)
+    if session is None:
+        return False
+    transcript.forget_written(session.pk)
+    return True
+
+
+def _save(transcript: Transcript, *, closed: bool) -> Session | None:
     # With SOCKMAIL["DATABASE"] naming an alias of its own, this is a connection of its
     # own: the record survives a rollback of the caller's transaction.
     using = conf.DATABASE or router.db_for_write(Session)
     try:
         with transaction.atomic(using=using):
-            session = _write(transcript, using)
+            return _write(transcript, using, closed)
     except Exception:
         logger.exception(
             "Could not record the SMTP session with %s port %s", transcript.host, transcript.port
         )
         return None
-    signals.send(signals.session_recorded, Session, session=session, transcript=transcript)
-    return session
 
 
-def _write(transcript: Transcript, using: str) -> Session:
+def _write(transcript: Transcript, using: str, closed: bool) -> Session:
     tls = transcript.tls
     outcomes = [rec.outcome for rec in transcript.messages]
     session = Session(
+        pk=transcript.session_id,
         host=transcript.host,
         port=transcript.port,
         security=transcript.security,
         peer_address=transcript.peer_address,
         local_address=transcript.local_address,
         started_at=_db_datetime(transcript.started_at),
-        ended_at=_db_datetime(transcript.ended_at),
+        ended_at=_db_datetime(transcript.ended_at) if closed else None,
         tls_version=tls.version if tls else "",
         tls_cipher=tls.cipher if tls else "",
         tls_peer_subject=tls.peer_subject if tls else "",
@@ -95,15 +114,18 @@ def _write(transcript: Transcript, using: str) -> Session:
         tls_peer_fingerprint=tls.peer_fingerprint_sha256 if tls else "",
         status=transcript.status,
         error=transcript.error,
-        message_count=len(outcomes),
-        sent_count=sum(o.status in (results.SENT, results.PARTIAL) for o in outcomes),
+        message_count=transcript.messages_written + len(outcomes),
+        sent_count=transcript.sent_written + _sent(outcomes),
     )
     _clean(session)
-    session.save(force_insert=True, using=using)
+    if transcript.session_id is None:
+        session.save(force_insert=True, using=using)
+    else:  # written in part before: the row now says how the session stands
+        session.save(force_update=True, using=using)
 
     messages, recipients = _table(Message), _table(Recipient)
     with connections[using].cursor() as cursor:
-        numbered = enumerate(transcript.messages, start=1)
+        numbered = enumerate(transcript.messages, start=transcript.messages_written + 1)
         while chunk := list(itertools.islice(numbered, ROWS_PER_QUERY)):
             _insert(
                 cursor,
@@ -132,6 +154,10 @@ def _write(transcript: Transcript, using: str) -> Session:
     return session
 
 
+def _sent(outcomes: list[MessageOutcome]) -> int:
+    return sum(o.status in (results.SENT, results.PARTIAL) for o in outcomes)
+
+
 def _insert_lines(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
     """The transcript is most of what is written, so its rows are made here without
     :meth:`_Table.clean`: the text is cleaned as it would be, the direction is one of
@@ -141,7 +167,9 @@ def _insert_lines(cursor: CursorWrapper, session_id: int, transcript: Transcript
         _table(TranscriptLine),
         (
             (session_id, seq, int(offset * 1e6 + 0.5) / 1e3, direction, _storable(text))
-            for seq, (offset, direction, text) in enumerate(transcript.lines.rows(), start=1)
+            for seq, (offset, direction, text) in enumerate(
+                transcript.lines.rows(), start=transcript.lines_written + 1
+            )
         ),
     )
 

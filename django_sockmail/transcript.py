@@ -18,7 +18,7 @@ from typing import overload
 
 from .smtp.events import TLSInfo
 from .smtp.replies import Reply
-from .smtp.results import MessageOutcome
+from .smtp.results import PARTIAL, SENT, MessageOutcome
 
 CLIENT = "C"  # a command line the client sent (credentials already redacted)
 SERVER = "S"  # a reply line from the server
@@ -177,8 +177,25 @@ class Transcript:
     error: str = ""
     lines: _LinesField = _LinesField()
     messages: list[MessageRecord] = field(default_factory=list)
+    # What an earlier write of a session still open took (recorder.write_so_far): its
+    # row, and how many lines and messages went, which the transcript no longer holds.
+    session_id: int | None = None
+    lines_written: int = 0
+    messages_written: int = 0
+    sent_written: int = 0
     _start: float = field(default_factory=time.monotonic, repr=False)
     _unclaimed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    def forget_written(self, session_id: int) -> None:
+        """Everything held so far is in the database, in session ``session_id``."""
+        self.session_id = session_id
+        self.lines_written += len(self.lines)
+        self.messages_written += len(self.messages)
+        self.sent_written += sum(
+            record.outcome.status in (SENT, PARTIAL) for record in self.messages
+        )
+        self.lines = Lines()
+        self.messages = []
 
     def add_line(self, direction: str, text: str) -> None:
         self.lines.append(time.monotonic() - self._start, direction, text)
