@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
-from .checks import require_app_installed
+from .checks import DJANGO_HAS_MAILERS, _user_settings, require_app_installed
 from .conf import conf
 from .rendering import render
 from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
@@ -65,17 +65,26 @@ class EmailBackend(BaseEmailBackend):
         # without one, the EMAIL_* settings fill in what was not given.
         self.alias: str | None = kwargs.get("alias")
         if self.alias is None:
-            self.host = host or settings.EMAIL_HOST
-            self.port = port or settings.EMAIL_PORT
-            self.username = settings.EMAIL_HOST_USER if username is None else username
-            self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
-            self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
-            self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
-            self.timeout = settings.EMAIL_TIMEOUT if timeout is None else timeout
-            self.ssl_keyfile = settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
-            self.ssl_certfile = (
-                settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
-            )
+            # Read as Django's own SMTP backend reads them. On Django 6.1 the EMAIL_*
+            # settings are deprecated, and a read through django.conf.settings from
+            # outside Django warns (RemovedInDjango2028Warning); Django's backend is
+            # exempt as Django's code. Django warns the user itself (for each EMAIL_*
+            # setting at startup, or on sending without MAILERS), so the backend that
+            # reads them must not warn again: the settings object behind the proxy
+            # does not. With MAILERS defined the proxy refuses them (AttributeError),
+            # for Django's backend too: read through it then.
+            email = _user_settings()
+            if DJANGO_HAS_MAILERS and hasattr(email, "MAILERS"):
+                email = settings
+            self.host = host or email.EMAIL_HOST
+            self.port = port or email.EMAIL_PORT
+            self.username = email.EMAIL_HOST_USER if username is None else username
+            self.password = email.EMAIL_HOST_PASSWORD if password is None else password
+            self.use_tls = email.EMAIL_USE_TLS if use_tls is None else use_tls
+            self.use_ssl = email.EMAIL_USE_SSL if use_ssl is None else use_ssl
+            self.timeout = email.EMAIL_TIMEOUT if timeout is None else timeout
+            self.ssl_keyfile = email.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
+            self.ssl_certfile = email.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
             if self.use_ssl and self.use_tls:
                 raise ValueError(
                     "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "

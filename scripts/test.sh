@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: ./scripts/test.sh [pytest arguments]
 # Sets up .venv (and Debian's Chromium for the browser tests, Debian's Postfix for the
-# interop tests), then runs ruff, mypy and pytest.
+# interop tests, the MariaDB client headers for its driver), runs ruff and mypy once,
+# then the pytest matrix of noxfile.py: Django 5.2 (Python 3.11) and Django 6.1
+# (Python 3.13) on SQLite, PostgreSQL and MariaDB. Arguments go to every pytest run;
+# NOXSESSION picks cells (`.venv/bin/nox -l` lists them), e.g.
+#   NOXSESSION="tests(django6.1, mariadb)" ./scripts/test.sh -x
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
 source scripts/services.sh
 source scripts/browser.sh
 source scripts/postfix.sh
-ensure_venv test
+ensure_venv test,matrix
 ensure_postgresql
+ensure_mariadb
+ensure_mariadb_database
+ensure_mariadb_time_zones
+ensure_mariadb_client_headers
 ensure_chromium
 # tests/test_postfix.py starts a private Postfix: under CI it must be there (the tests
 # fail without it); elsewhere, with no way to install it, they are skipped.
@@ -22,8 +30,5 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
-echo "== pytest (SQLite)"
-.venv/bin/pytest "$@"
-echo "== pytest (PostgreSQL)"
-# tests/smtp never touches a database: once is enough.
-SOCKMAIL_TEST_DB=postgresql .venv/bin/pytest -m "not fresh_clone" --ignore=tests/smtp "$@"
+echo "== pytest matrix (nox)"
+exec .venv/bin/nox -- "$@"

@@ -1,5 +1,6 @@
 # Sourced by demo.sh and test.sh: make .venv with python3 and install the project
-# with the given extra ("demo" or "test"), again only when pyproject.toml changed.
+# with the given extras ("demo", or "test,matrix" for the tests and their nox matrix),
+# again only when pyproject.toml changed.
 ensure_venv() {
     local extra=$1
     if [ ! -x .venv/bin/python ]; then

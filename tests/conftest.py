@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import django
 import pytest
 import trustme
 
@@ -75,3 +77,22 @@ def trust_ca(ca: trustme.CA, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SSL_CERT_FILE", str(path))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     return str(path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist two workers may run the example project's demo at once (its
+    # tests, and the fresh-clone test): each gives the demo's embedded SMTP server a port
+    # of its own instead of the fixed 8025 (example_project/settings.py).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        os.environ["SOCKMAIL_DEMO_SMTP_PORT"] = str(8026 + int(worker[2:]))
+    # On Django 6.1 the tests use the deprecated EMAIL_* settings, get_connection() and
+    # send_mail(connection=...) on purpose (the path most projects still take): Django's
+    # warnings about the tests' own calls are no news. One raised from django_sockmail
+    # is still an error (pyproject.toml's filterwarnings).
+    if django.VERSION >= (6, 1):
+        config.addinivalue_line(
+            "filterwarnings",
+            "ignore::django.utils.deprecation.RemovedInDjango2028Warning:"
+            r"(tests|_pytest|pytest_django)(\.|$)",
+        )

@@ -56,9 +56,18 @@ _DATABASES: dict[str, dict[str, Any]] = {
         "HOST": "127.0.0.1",
         "PORT": "3306",
         "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"CHARSET": "utf8mb4"},
     },
 }
 DATABASES = {"default": _DATABASES[os.environ.get("SOCKMAIL_TEST_DB", "sqlite")]}
+# SOCKMAIL_TEST_DB_NAME names the test database pytest-django creates on a server
+# (default test_sockmail), so that the matrix's cells (noxfile.py) and a run of your own
+# beside them never create, fill or drop the same one.
+if os.environ.get("SOCKMAIL_TEST_DB_NAME") and DATABASES["default"]["NAME"] != ":memory:":
+    DATABASES["default"]["TEST"] = {
+        **DATABASES["default"].get("TEST", {}),
+        "NAME": os.environ["SOCKMAIL_TEST_DB_NAME"],
+    }
 # A second connection to the same database, as the README suggests for the audit log
 # (SOCKMAIL["DATABASE"]), so its writes are outside the caller's transactions.
 DATABASES["audit"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}

@@ -22,8 +22,8 @@ from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail import DSN
-from django_sockmail.backend import render
 from django_sockmail.models import Message, Session
+from django_sockmail.rendering import render
 from django_sockmail.smtp.data import normalize_line_endings
 from tests.postfix import PREPENDED_HEADERS, Delivered, PostfixInstance, unavailable
 from tests.servers import backend_for

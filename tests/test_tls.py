@@ -16,6 +16,7 @@ from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
 from django_sockmail.models import Session
+from django_sockmail.rendering import render
 from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.servers import (
     MakeServer,
@@ -90,8 +91,7 @@ def test_starttls_delivers_the_exact_message_and_records_the_tls_session(
     [received] = server.messages
     assert received.mail_from == "from@example.com"
     assert received.rcpt_tos == ["to@example.com"]
-    mime: Any = message.message()
-    rendered = mime.as_bytes(linesep="\r\n")
+    _, rendered = render(message)  # as Django renders it, with CRLF line endings
     # Byte for byte, plus the line ending the data needs last (dot-stuffing undone).
     assert received.content == (rendered if rendered.endswith(b"\r\n") else rendered + b"\r\n")
 
