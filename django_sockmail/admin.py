@@ -18,9 +18,9 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import models
-from django.db.models import Q, QuerySet
-from django.db.models.lookups import IStartsWith
+from django.db import connections, models, router
+from django.db.models import F, Func, Q, QuerySet, Value
+from django.db.models.lookups import Exact, IStartsWith
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.templatetags.static import static
 from django.urls import URLPattern, path, reverse
@@ -247,7 +247,10 @@ def _search(term: str) -> _Search:
     lookups, and nothing made DISTINCT).
     """
     bare = _unbracketed(term)
-    match = Q(message_id__in=sorted({bare, f"<{bare}>"})) | Q(queue_id=term)
+    ids = sorted({bare, f"<{bare}>"})
+    match = _exactly(Q(message_id__in=ids), "message_id", *ids) | _exactly(
+        Q(queue_id=term), "queue_id", term
+    )
     # The subject index holds the subject's first SUBJECT_KEY_LENGTH characters; a
     # longer term is checked against the whole subject among the rows that it finds.
     subject = Q(IStartsWith(subject_key(), term[:SUBJECT_KEY_LENGTH]))
@@ -264,6 +267,25 @@ def _search(term: str) -> _Search:
     if message_ids:
         match |= Q(pk__in=message_ids)
     return _Search(match)
+
+
+def _exactly(condition: Q, field: str, *values: str) -> Q:
+    """``condition`` (an index lookup of ``field``), and on MySQL and MariaDB, whose
+    default collations ignore case, a byte comparison among the rows it finds: queue
+    ids and Message-IDs are case-sensitive (``abc123`` is not ``ABC123``)."""
+    if connections[router.db_for_read(Message)].vendor != "mysql":
+        return condition
+    same = Q()
+    for value in values:
+        same |= Q(Exact(_Bytes(F(field)), _Bytes(Value(value))))
+    return condition & same
+
+
+class _Bytes(Func):
+    """A string as bytes, on MySQL and MariaDB: compared byte for byte."""
+
+    template = "CAST(%(expressions)s AS BINARY)"
+    output_field = models.CharField()
 
 
 def _unbracketed(term: str) -> str:
