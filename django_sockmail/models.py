@@ -183,7 +183,10 @@ class Message(_ExpressionIndexes, ServerReply):
         # The content went out but the verdict never came back: it may be queued.
         UNKNOWN = "unknown", "unknown"
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    # No index of its own: the unique (session, position) index begins with it.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     position = models.PositiveIntegerField(help_text="1 for the first message in the session.")
     envelope_from = models.CharField(
         "envelope sender", max_length=_ADDRESS_LENGTH, blank=True, help_text="Empty for <>."
@@ -263,7 +266,10 @@ class TranscriptLine(models.Model):
         CONTENT = "D", "content"
         INFO = "*", "info"
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="lines")
+    # No index of its own: the unique (session, seq) index begins with it.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="lines", db_index=False
+    )
     seq = models.PositiveIntegerField()
     offset_ms = models.FloatField(help_text="Milliseconds since the session started.")
     direction = models.CharField(max_length=1, choices=Direction.choices)
