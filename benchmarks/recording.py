@@ -41,6 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from django_setup import setup_django  # noqa: E402 (beside this script)
+
 MIB = 1024 * 1024
 PG_NAME = "sockmail_recording_bench"  # Django's test-database machinery adds "test_"
 
@@ -63,7 +65,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def configure(database: str, directory: str, args: argparse.Namespace) -> None:
-    from django.conf import settings
 
     if database == "sqlite":
         db: dict[str, Any] = {
@@ -78,24 +79,7 @@ def configure(database: str, directory: str, args: argparse.Namespace) -> None:
             "HOST": args.pg_host,
             "PORT": args.pg_port,
         }
-    settings.configure(
-        SECRET_KEY="benchmark-only-not-secret",
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django.contrib.admin",
-            "django.contrib.sessions",
-            "django.contrib.messages",
-            "django_sockmail",
-        ],
-        DATABASES={"default": db},
-        SOCKMAIL={"LOCAL_HOSTNAME": "bench.localhost"},
-    )
-    import django
-
-    django.setup()
+    setup_django(db)
     from django.core.management import call_command
     from django.db import connection
 

@@ -52,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from django_setup import setup_django  # noqa: E402 (beside this script)
+
 SMTP_SINK = "/usr/sbin/smtp-sink"
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 DELAY = 0.005  # seconds each chunk is held, each way
@@ -77,35 +79,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def configure(directory: str) -> None:
-    from django.conf import settings
-
-    settings.configure(
-        SECRET_KEY="benchmark-only-not-secret",
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django.contrib.admin",
-            "django.contrib.sessions",
-            "django.contrib.messages",
-            "django_sockmail",
-        ],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": os.path.join(directory, "bench.sqlite3"),
-            }
-        },
-        EMAIL_HOST=HOST,
-        EMAIL_TIMEOUT=30,
-        SOCKMAIL={"LOCAL_HOSTNAME": "bench.localhost"},
-    )
-    import django
-
-    django.setup()
     from django.core.management import call_command
 
+    database = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(directory, "bench.sqlite3"),
+    }
+    setup_django(database, EMAIL_HOST=HOST, EMAIL_TIMEOUT=30)
     call_command("migrate", verbosity=0)
 
 

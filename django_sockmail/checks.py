@@ -15,7 +15,7 @@ sockmail.E006   SOCKMAIL["OAUTH2_TOKEN"] cannot be imported or is not callable
 sockmail.E007   AUTH_MECHANISM and OAUTH2_TOKEN disagree
 sockmail.E008   SOCKMAIL is not a dict
 sockmail.E009   a SOCKMAIL value its key does not take (a switch that is not
-                True or False, a negative size, a bad RETENTION or TIMEOUTS)
+                True or False, a negative size, a bad RETENTION, TIMEOUTS or WRITE_EVERY)
 sockmail.W001   port 465 (implicit TLS) without SSL
 sockmail.W002   certificate verification disabled
 sockmail.W003   cleartext AUTH allowed to a server not on loopback, without TLS
@@ -44,7 +44,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import LazyObject, empty
 from django.utils.module_loading import import_string
 
-from .conf import TIMEOUT_STEPS, Settings
+from .conf import Settings, conf
 from .smtp.client import is_loopback
 from .smtp.protocol import MECHANISMS
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
@@ -415,32 +415,23 @@ def _value_types(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
         if isinstance(value, bool) or age is None or age <= timedelta(0):
             expected = "a number of days > 0 or a timedelta > 0"
             messages.append(_wrong_type("RETENTION", expected, value))
-    if sockmail.get("TIMEOUTS"):
-        messages.extend(_timeouts(sockmail["TIMEOUTS"]))
+    for key in VALIDATED_ON_READING:
+        if key in sockmail:
+            try:
+                getattr(conf, key)
+            except ImproperlyConfigured as exc:  # what conf refuses, the check reports
+                messages.append(
+                    checks.Error(
+                        str(exc),
+                        hint=f"Fix {_settings_key(key)}, or remove it for the default.",
+                        id="sockmail.E009",
+                    )
+                )
     return messages
 
 
-def _timeouts(value: object) -> list[checks.CheckMessage]:
-    steps = ", ".join(repr(step) for step in TIMEOUT_STEPS)
-    expected = f"a dict of seconds (> 0, or None) by step, among {steps}"
-    if not isinstance(value, Mapping) or not set(value) <= set(TIMEOUT_STEPS):
-        return [_wrong_type("TIMEOUTS", expected, value)]
-    # conf reads each as float(); 0 would make every socket call non-blocking, so each
-    # step would fail at once.
-    if not all(_positive_seconds(seconds) for seconds in value.values()):
-        return [_wrong_type("TIMEOUTS", expected, value)]
-    return []
-
-
-def _positive_seconds(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return False
-    try:
-        return float(value) > 0
-    except ValueError:
-        return False
+# The keys whose values conf.py checks as it reads them.
+VALIDATED_ON_READING = ("TIMEOUTS", "WRITE_EVERY")
 
 
 def _store_content(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:

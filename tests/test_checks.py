@@ -292,6 +292,7 @@ def test_e008_sockmail_not_a_dict() -> None:
         {"TIMEOUTS": {"conect": 5}},
         {"TIMEOUTS": {"connect": 0}},
         {"TIMEOUTS": 30},
+        {"WRITE_EVERY": -1},
     ],
 )
 def test_e009_a_value_its_key_does_not_take(sockmail: dict[str, Any]) -> None:

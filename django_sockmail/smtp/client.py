@@ -32,7 +32,7 @@ from .errors import (
 from .events import NullListener, SessionListener, TLSInfo
 from .pipeline import Pipeline, Step, Transaction, prepare
 from .replies import Reply, ReplyParser
-from .results import UNKNOWN, MessageOutcome
+from .results import MessageOutcome
 
 T = TypeVar("T")
 # "opportunistic": STARTTLS when the server offers it, else carry on in cleartext.
@@ -244,8 +244,8 @@ class SMTPClient:
         self.chunking = chunking  # likewise CHUNKING: BDAT instead of DATA
         self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
-        # RSET before a transaction that follows a completed one, for a clean slate; a
-        # refused transaction already ended with RSET.
+        # RSET before a transaction that follows a completed one, for a clean slate
+        # (one at a time, a refused transaction already ended with its own RSET).
         self._reset_needed = False
         self._content_written = False  # the last group written held message content
         self._sock: socket.socket | None = None
@@ -460,9 +460,7 @@ class SMTPClient:
         try:
             self._run(exchange)
         except BaseException as exc:
-            outcome.settle()
-            if self._content_written and outcome.failure_reply is None:
-                outcome.status = UNKNOWN  # the server may have queued it
+            outcome.settle_unfinished(content_went_out=self._content_written)
             outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             if isinstance(exc, SMTPError):
                 exc.outcome = outcome

@@ -31,7 +31,7 @@ from .protocol import (
     rcpt_parameters,
 )
 from .replies import Reply
-from .results import UNKNOWN, MessageOutcome
+from .results import MessageOutcome
 
 
 @dataclass
@@ -160,7 +160,7 @@ class Pipeline:
             self.waiting_for_data = False
             return self._after_data(transaction, reply)
         elif step is Step.END:
-            if _envelope_accepted(outcome):
+            if outcome.envelope_accepted:
                 outcome.final_reply = reply
                 if not reply.is_positive:
                     outcome.error = f"message refused: {reply}"
@@ -177,12 +177,10 @@ class Pipeline:
         outcome = transaction.outcome
         if reply.code != 354:
             outcome.error = (
-                f"DATA refused: {reply}"
-                if _envelope_accepted(outcome)
-                else envelope_refusal(outcome)
+                f"DATA refused: {reply}" if outcome.envelope_accepted else envelope_refusal(outcome)
             )
             return [], self._finish(transaction)
-        if not _envelope_accepted(outcome):
+        if not outcome.envelope_accepted:
             # The server took DATA although nobody can receive the message: end it with
             # no content at all (RFC 2920 §3.1); the next transaction starts with RSET.
             outcome.error = envelope_refusal(outcome)
@@ -211,11 +209,8 @@ class Pipeline:
         """
         settled = list(self.in_flight)
         for transaction in settled:
-            outcome = transaction.outcome
-            outcome.settle()  # refused (failed or deferred), or else not sent...
             written = 0 <= transaction.written_at <= sent
-            if outcome.failure_reply is None and written and not server_closed:
-                outcome.status = UNKNOWN  # ...unless it went out whole
+            transaction.outcome.settle_unfinished(content_went_out=written and not server_closed)
             transaction.content = b""
         self.in_flight.clear()
         self._awaited.clear()
@@ -233,11 +228,3 @@ class Pipeline:
 
     def _await(self, step: Step, transaction: Transaction, index: int = 0) -> None:
         self._awaited.append(_Awaited(step, transaction, index))
-
-
-def _envelope_accepted(outcome: MessageOutcome) -> bool:
-    return (
-        outcome.mail_reply is not None
-        and outcome.mail_reply.is_positive
-        and any(r.accepted for r in outcome.recipients)
-    )

@@ -95,6 +95,23 @@ class MessageOutcome:
         """Recipients refused for now (4xx), for a retry of just them."""
         return [r.address for r in self.recipients if r.reply and r.reply.is_transient]
 
+    @property
+    def envelope_accepted(self) -> bool:
+        """The server took the sender and at least one recipient."""
+        return (
+            self.mail_reply is not None
+            and self.mail_reply.is_positive
+            and any(r.accepted for r in self.recipients)
+        )
+
+    def settle_unfinished(self, *, content_went_out: bool) -> None:
+        """Settle a transaction the session broke off before its verdict: refused when
+        a reply refused it; else ``unknown`` when its whole content went out, as the
+        server may have queued it (RFC 1047); else not sent."""
+        self.settle()
+        if content_went_out and self.final_reply is None and self.failure_reply is None:
+            self.status = UNKNOWN
+
     def settle(self) -> None:
         """Derive ``status`` from the replies gathered so far."""
         failure = self.failure_reply
