@@ -29,7 +29,7 @@ from .smtp.errors import (
 )
 from .smtp.pipeline import Transaction
 from .smtp.protocol import new_outcome
-from .smtp.results import DEFERRED, NOT_SENT, PARTIAL, SENT, UNKNOWN, MessageOutcome
+from .smtp.results import DEFERRED, NOT_SENT, UNKNOWN, MessageOutcome
 from .transcript import INFO, MessageRecord, Transcript, header_block
 
 logger = logging.getLogger("django_sockmail")
@@ -212,13 +212,13 @@ class EmailBackend(BaseEmailBackend):
                 self._send_batch(batch)
             except SMTPError as exc:
                 # Say exactly which messages the server took, so a retry sends no duplicate.
-                exc.sent_messages = [m for m in messages if _status(m) in (SENT, PARTIAL)]
+                exc.sent_messages = [m for m in messages if _outcome(m).taken]
                 exc.unknown_messages = [m for m in messages if _status(m) == UNKNOWN]
                 exc.unsent_messages = [
-                    m for m in messages if _status(m) not in (SENT, PARTIAL, UNKNOWN)
+                    m for m in messages if not _outcome(m).taken and _status(m) != UNKNOWN
                 ]
                 raise
-        return sum(_status(m) in (SENT, PARTIAL) for m in messages)
+        return sum(_outcome(m).taken for m in messages)
 
     def _send_batch(self, batch: list[tuple[EmailMessage, Envelope]]) -> None:
         kept_open = self.connection is not None  # by the caller, across calls
@@ -287,7 +287,7 @@ class EmailBackend(BaseEmailBackend):
                 message, record, _ = handed.pop(id(transaction))
                 self._keep(message, record)
                 outcome = transaction.outcome
-                if outcome.status in (SENT, PARTIAL):
+                if outcome.taken:
                     signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
                 else:
                     refusals.append(_refusal(outcome))
@@ -353,14 +353,18 @@ def _untouched(batch: list[tuple[EmailMessage, Envelope]]) -> bool:
     all of them again can deliver none twice."""
     return all(
         _status(m) == NOT_SENT
-        or (_status(m) == DEFERRED and getattr(m.sockmail_outcome.failure_reply, "code", 0) == 421)  # type: ignore[attr-defined]
+        or (_status(m) == DEFERRED and getattr(_outcome(m).failure_reply, "code", 0) == 421)
         for m, _ in batch
     )
 
 
+def _outcome(message: EmailMessage) -> MessageOutcome:
+    """What send_messages() left on a message."""
+    return message.sockmail_outcome  # type: ignore[attr-defined,no-any-return]
+
+
 def _status(message: EmailMessage) -> str:
-    """The status send_messages() left on a message (see MessageOutcome)."""
-    return message.sockmail_outcome.status  # type: ignore[attr-defined,no-any-return]
+    return _outcome(message).status
 
 
 def _record(

@@ -155,7 +155,7 @@ def _write(transcript: Transcript, using: str, closed: bool) -> Session:
 
 
 def _sent(outcomes: list[MessageOutcome]) -> int:
-    return sum(o.status in (results.SENT, results.PARTIAL) for o in outcomes)
+    return sum(o.taken for o in outcomes)
 
 
 def _insert_lines(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:

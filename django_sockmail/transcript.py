@@ -18,7 +18,7 @@ from typing import overload
 
 from .smtp.events import TLSInfo
 from .smtp.replies import Reply
-from .smtp.results import PARTIAL, SENT, MessageOutcome
+from .smtp.results import MessageOutcome
 
 CLIENT = "C"  # a command line the client sent (credentials already redacted)
 SERVER = "S"  # a reply line from the server
@@ -191,9 +191,7 @@ class Transcript:
         self.session_id = session_id
         self.lines_written += len(self.lines)
         self.messages_written += len(self.messages)
-        self.sent_written += sum(
-            record.outcome.status in (SENT, PARTIAL) for record in self.messages
-        )
+        self.sent_written += sum(record.outcome.taken for record in self.messages)
         self.lines = Lines()
         self.messages = []
 

@@ -372,7 +372,7 @@ class SMTPClient:
                 # A refusal is reported before anything more is offered, so that the
                 # caller can stop; otherwise the verdicts wait until the next
                 # transaction is on its way, as the round trip is what costs.
-                if any(not t.outcome.accepted_recipients for t in finished):
+                if any(not t.outcome.taken for t in finished):
                     yield from self._report(finished)
                     finished = []
                 if stop is not None and stop():

@@ -62,8 +62,13 @@ class MessageOutcome:
     status: str = NOT_SENT
 
     @property
+    def taken(self) -> bool:
+        """The server took the message, for every recipient or for some."""
+        return self.status in (SENT, PARTIAL)
+
+    @property
     def accepted_recipients(self) -> list[str]:
-        if self.status not in (SENT, PARTIAL):
+        if not self.taken:
             return []
         return [r.address for r in self.recipients if r.accepted]
 
