@@ -349,14 +349,14 @@ DROPPED_AT = {  # -q: what the client saw, pipelined / one command at a time
         ],
     ),
     ".": (
-        # The content went out with the next envelope behind it.
+        # The content went out with the next envelope behind it (no RSET: the end of
+        # the data ended the transaction).
         [
             *mail(),
             "S: 250 2.1.0 Ok",
             "S: 250 2.1.5 Ok",
             GO_AHEAD,
             "D: Message 1",
-            "C: RSET",
             *mail(2),
         ],
         [
@@ -430,7 +430,6 @@ CLOSED_AT = {  # -Q: a 421, then the connection closes
             "S: 250 2.1.5 Ok",
             GO_AHEAD,
             "D: Message 1",
-            "C: RSET",
             *mail(2),
             "S: 421 4.0.0 Server closing connection",
         ],
@@ -516,15 +515,16 @@ def test_smtp_sink_slow_data_times_out(
 
 PIPELINING = pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 FIRST_SENT = "S: 250 2.0.0 Ok: queued as SCRIPTED1"
+# No RSET between the messages: the end of Message 1's data ended its transaction.
 MESSAGE_1 = {  # Message 1 delivered, and Message 2's envelope on its way
     False: [
         f"C: MAIL FROM:<{SENDER}>", "S: 250 2.1.0 Ok", "C: RCPT TO:<to1@example.com>",
         "S: 250 2.1.5 Ok", "C: DATA", GO_AHEAD, "D: Message 1", FIRST_SENT,
-        "C: RSET", "S: 250 2.0.0 Ok", f"C: MAIL FROM:<{SENDER}>",
+        f"C: MAIL FROM:<{SENDER}>",
     ],
     True: [
         *mail(), "S: 250 2.1.0 Ok", "S: 250 2.1.5 Ok", GO_AHEAD, "D: Message 1",
-        "C: RSET", *mail(2), FIRST_SENT, "S: 250 2.0.0 Ok",
+        *mail(2), FIRST_SENT,
     ],
 }  # fmt: skip
 MESSAGE_2_CONTENT = {  # ... and Message 2's content written
@@ -534,7 +534,7 @@ MESSAGE_2_CONTENT = {  # ... and Message 2's content written
     ],
     True: [
         *MESSAGE_1[True], "S: 250 2.1.0 Ok", "S: 250 2.1.5 Ok", GO_AHEAD, "D: Message 2",
-        "C: RSET", *mail(3),
+        *mail(3),
     ],
 }  # fmt: skip
 
@@ -582,8 +582,9 @@ def test_garbage_instead_of_a_reply(
 def test_garbage_right_behind_a_good_reply(
     scripted: Scripted, good: SMTPServer, pipelining: bool
 ) -> None:
-    # Message 2's RSET is answered, and garbage follows in the same write; then silence.
-    server = hostile(scripted, pipelining, RSET=Say(b"250 2.0.0 Ok\r\nhello\r\n", then="stall"))
+    # Message 1's verdict is good, and garbage follows in the same write; then silence.
+    verdict = f"{FIRST_SENT[3:]}\r\nhello\r\n".encode()
+    server = hostile(scripted, pipelining, END=Say(verdict, then="stall"))
     messages = batch()
 
     error = send(server, messages, timeout=TIMEOUT)
@@ -734,7 +735,7 @@ def test_a_server_that_stops_reading_the_content(
     # written: the server cannot have taken it. Not "unknown": it goes in the retry.
     expected_wire = MESSAGE_2_CONTENT[pipelining]
     if pipelining:  # Message 3 waits for room behind Message 2's content
-        expected_wire = expected_wire[: -len(mail(3)) - 1]
+        expected_wire = expected_wire[: -len(mail(3))]
     assert wire(session) == expected_wire
     check_failed_session(session, error)
     # Writing until the buffers were full, then TIMEOUT without progress.
@@ -782,7 +783,7 @@ def test_a_reply_to_no_command_mid_batch(
     assert type(error) is SMTPProtocolError
     if pipelining:
         # Message 2's commands were out already: the surplus reply was taken for its
-        # RSET's, and the shift shows at DATA, which a 250 cannot answer.
+        # MAIL's, and the shift shows at DATA, which a 250 cannot answer.
         assert str(error).startswith("The server answered DATA with 250")
     else:
         assert str(error) == "The server sent a reply to no command"
@@ -790,7 +791,7 @@ def test_a_reply_to_no_command_mid_batch(
     session = recorded(server)
     check_failed_session(session, error)
     assert stored(session)[0] == ("Message 1", "sent", 250, "2.0.0")
-    if not pipelining:  # seen before Message 2's RSET goes out
+    if not pipelining:  # seen before Message 2's MAIL goes out
         first = [said.replace("SCRIPTED1", "Q1") for said in MESSAGE_1[False][:8]]
         assert wire(session) == [*first, "S: 250 2.0.0 Ok, and again"]
 

@@ -13,7 +13,7 @@ from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail.models import Session
-from tests.servers import Conversation, backend_for
+from tests.servers import Conversation, Responder, backend_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +69,8 @@ def test_the_envelope_goes_in_one_group(scripted: Any) -> None:
         b"RCPT TO:<b@example.org>",
         b"DATA",
     ]
-    assert groups[1] == [b"RSET", b"MAIL FROM:<from@example.org>", b"RCPT TO:<c@x.org>", b"DATA"]
+    # No RSET: the first transaction ended with its data (RFC 5321 §4.1.1.4).
+    assert groups[1] == [b"MAIL FROM:<from@example.org>", b"RCPT TO:<c@x.org>", b"DATA"]
     assert Session.objects.get().sent_count == 2
 
 
@@ -132,7 +133,7 @@ def test_chunking_and_pipelining_make_a_message_one_round_trip(scripted: Any) ->
     assert first == [b"MAIL FROM:<from@example.org>", b"RCPT TO:<a@example.org>"]
     assert bdat == f"BDAT {len(content)} LAST".encode()
     assert b"\r\n.a line that DATA would have to dot-stuff\r\n" in content  # exact bytes
-    assert second[0] == b"RSET"
+    assert second[0] == b"RSET"  # offered while the first's BDAT had no verdict yet
     assert [m.sockmail_outcome.queue_id for m in messages] == ["C0", "C1"]  # type: ignore[attr-defined]
     lines = list(Session.objects.get().lines.values_list("direction", "text"))
     assert ("C", f"BDAT {len(content)} LAST") in lines
@@ -185,9 +186,36 @@ def test_the_next_envelope_goes_out_before_the_verdict_on_the_content(scripted: 
     assert backend_for(server, timeout=3).send_messages(messages) == 3
     assert [m.sockmail_outcome.queue_id for m in messages] == ["D0", "D1", "D2"]  # type: ignore[attr-defined]
     groups = server.conversations[0].groups
-    assert groups[1] == [b"RSET", b"MAIL FROM:<from@example.org>", b"RCPT TO:<1@example.org>",
-                         b"DATA"]  # fmt: skip
+    # The next envelope follows the content directly, with no RSET: the end of the data
+    # ends the transaction whatever its verdict, which has not even come yet.
+    assert groups[1] == [b"MAIL FROM:<from@example.org>", b"RCPT TO:<1@example.org>", b"DATA"]
+    assert groups[2] == [b"MAIL FROM:<from@example.org>", b"RCPT TO:<2@example.org>", b"DATA"]
     assert len(groups) == 3
+
+
+def test_a_call_starts_with_rset_only_after_one_that_may_have_left_a_transaction_open(
+    scripted: Any,
+) -> None:
+    import smtplib
+
+    # One kept connection, three calls: the second call's DATA is refused.
+    server = scripted(
+        Responder({"EHLO": EHLO, "DATA": [b"354 go\r\n", b"554 5.3.0 not now\r\n", b"354 go\r\n"]})
+    )
+    with backend_for(server, timeout=3) as backend:
+        assert backend.send_messages([message("a@example.org")]) == 1
+        with pytest.raises(smtplib.SMTPDataError):
+            backend.send_messages([message("b@example.org")])
+        assert backend.send_messages([message("c@example.org")]) == 1
+    said = Session.objects.get().lines.filter(direction="C").order_by("seq")
+    commands = list(said.values_list("text", flat=True))
+    envelope = ["MAIL FROM:<from@example.org>", "RCPT TO:<{}@example.org>", "DATA"]
+    a, b, c = ([line.format(n) for line in envelope] for n in "abc")
+    # The first call's message was taken: its data ended the transaction, and the
+    # second call starts with MAIL. The second's DATA was refused, which may leave its
+    # transaction open on the server: the third call starts with RSET.
+    assert commands[1:] == [*a, *b, "RSET", *c, "QUIT"]
+    assert commands[0].startswith("EHLO")
 
 
 CHUNKING_EHLO = b"250-pipes.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
@@ -247,6 +275,8 @@ def test_with_chunking_a_whole_batch_goes_out_before_any_reply(scripted: Any) ->
     assert backend_for(server, timeout=3).send_messages(messages) == 5
     assert [m.sockmail_outcome.queue_id for m in messages] == [f"B{n}" for n in range(5)]  # type: ignore[attr-defined]
     sent = server.conversations[0].batch
+    # Each later one was offered while those before were in flight, their BDATs
+    # unanswered: any could be refused and leave its transaction open (RFC 3030 §4.2).
     assert [lines[0] for lines, _ in sent] == [b"MAIL FROM:<from@example.org>"] + [b"RSET"] * 4
     assert all(content.startswith(b"Content-Type: text/plain") for _, content in sent)
     session = Session.objects.get()
@@ -399,3 +429,42 @@ def test_a_batch_is_rendered_as_it_goes_not_all_at_once(scripted: Any) -> None:
     # reported once the next transactions are on their way) and one rendered ahead:
     # never the whole batch at once.
     assert max(in_flight) <= 2 * PIPELINE_WINDOW + 1 < len(messages)
+
+
+def test_reopening_after_a_broken_batch_starts_the_new_session_without_rset(
+    scripted: Any,
+) -> None:
+    import smtplib
+
+    from django_sockmail.smtp.client import SMTPClient
+    from django_sockmail.smtp.envelope import make_envelope
+
+    # The second message's RCPT is answered 421 on the first connection, its DATA in
+    # flight; on the second connection every command is accepted.
+    server = scripted(
+        Responder(
+            {
+                "EHLO": EHLO,
+                "RCPT": [b"250 2.1.5 Ok\r\n", b"421 4.3.2 shutting down\r\n", b"250 2.1.5 Ok\r\n"],
+            }
+        )
+    )
+    client = SMTPClient(server.host, server.port, timeout=3)
+    content = b"Subject: s\r\n\r\nb\r\n"
+    client.open()
+    envelopes = [make_envelope("from@example.org", [f"{n}@x.org"]) for n in "ab"]
+    transactions = [client.prepare(envelope, content) for envelope in envelopes]
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        list(client.send_many(transactions))
+    assert [t.outcome.status for t in transactions] == ["sent", "deferred"]
+    assert not client.is_open
+
+    client.open()  # the same object: a new connection, with no transaction open on it
+    outcome = client.send(make_envelope("from@example.org", ["c@x.org"]), content)
+    client.quit()
+    assert len(server.conversations) == 2
+    second = server.conversations[1].received
+    assert second[0].startswith(b"EHLO")
+    assert second[1] == b"MAIL FROM:<from@example.org>"  # no RSET first
+    assert second[2] == b"RCPT TO:<c@x.org>"
+    assert outcome.status == "sent" and outcome.queue_id == "SCRIPTED1"

@@ -244,8 +244,8 @@ class SMTPClient:
         self.chunking = chunking  # likewise CHUNKING: BDAT instead of DATA
         self.listener: SessionListener = listener or NullListener()
         self.capabilities = protocol.Capabilities()
-        # RSET before a transaction that follows a completed one, for a clean slate
-        # (one at a time, a refused transaction already ended with its own RSET).
+        # RSET before the next transaction: the last one may have been left open on the
+        # server (a broken-off pipeline; one at a time, a refusal ends with its own RSET).
         self._reset_needed = False
         self._content_written = False  # the last group written held message content
         self._sock: socket.socket | None = None
@@ -294,6 +294,7 @@ class SMTPClient:
     def open(self) -> None:
         """Connect, read the greeting, EHLO, STARTTLS and AUTH as configured."""
         self._start_deadline()
+        self._reset_needed = False  # whatever the last session left open ended with it
         try:
             self._connect()
             self._expect("the greeting", self.timeouts.greeting)
@@ -389,6 +390,7 @@ class SMTPClient:
                 source.prefetch()  # e.g. render the next message while the server works
                 finished = self._receive_replies(pipeline)
             self._flush()
+            self._reset_needed = pipeline.reset_needed
             source.check()
         except BaseException as exc:
             if exc is source.error:
@@ -410,7 +412,7 @@ class SMTPClient:
 
     def _report(self, finished: list[Transaction]) -> Iterator[Transaction]:
         for transaction in finished:
-            self._reset_needed = True
+            self._reset_needed = True  # until the pipeline says otherwise at its end
             yield transaction
 
     def _receive_replies(self, pipeline: Pipeline) -> list[Transaction]:
@@ -466,7 +468,7 @@ class SMTPClient:
                 exc.outcome = outcome
             self._fail(exc)
             raise
-        self._reset_needed = outcome.final_reply is not None
+        self._reset_needed = False  # ended by its data, or by its own RSET
 
     def quit(self) -> None:
         """Say QUIT and close. Never raises: the server may already be gone."""

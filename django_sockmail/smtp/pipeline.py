@@ -1,6 +1,6 @@
 """Mail transactions back to back, without I/O (RFC 2920 §3.1, RFC 3030 §4).
 
-With PIPELINING a client may write a message's RSET, MAIL, every RCPT and DATA at once,
+With PIPELINING a client may write a message's MAIL, every RCPT and DATA at once,
 and the content of one message may be followed by the next message's commands without
 waiting for its reply. With CHUNKING too, a transaction never waits for anything: MAIL,
 RCPT and ``BDAT n LAST`` with the content go out together, and so do the transactions
@@ -82,14 +82,18 @@ class Pipeline:
 
     :meth:`offer` gives the commands that start a transaction; :meth:`receive` takes
     each reply and gives what to write next (the content once DATA has its 354), and
-    the transaction it finished, if any. Every transaction after the session's first
-    starts with RSET: whatever became of the one before, the next starts clean.
+    the transaction it finished, if any.
+
+    A transaction starts with RSET only when the one before may have left the server
+    mid-transaction: the end of the data ends a transaction whatever its verdict
+    (RFC 5321 §4.1.1.4), but a refused DATA or BDAT does not (RFC 3030 §4.2), and
+    with CHUNKING the transactions still in flight may yet be refused.
     """
 
     def __init__(self, capabilities: Capabilities, *, chunking: bool, reset_first: bool) -> None:
         self.capabilities = capabilities
         self.chunking = chunking
-        self._reset_next = reset_first
+        self._reset_next = reset_first  # the last transaction may have been left open
         self._awaited: deque[_Awaited] = deque()
         self.in_flight: deque[Transaction] = deque()  # offered, not yet finished
         # A DATA waits for its 354: nothing may be written until it comes (the content
@@ -106,14 +110,19 @@ class Pipeline:
     def can_offer(self) -> bool:
         return not self.waiting_for_data
 
+    @property
+    def reset_needed(self) -> bool:
+        """Whether the next transaction must start with RSET."""
+        return self._reset_next or (self.chunking and bool(self.in_flight))
+
     def offer(self, transaction: Transaction) -> list[Command]:
         caps, envelope, outcome = self.capabilities, transaction.envelope, transaction.outcome
         transaction.offered = True
         commands: list[Command] = []
-        if self._reset_next:
+        if self.reset_needed:
             commands.append(command("RSET"))
             self._await(Step.RSET, transaction)
-        self._reset_next = True
+        self._reset_next = True  # until the transaction is known to have ended
         params = mail_parameters(caps, envelope, transaction.content)
         commands.append(command("MAIL", f"FROM:<{envelope.sender}>{params}"))
         self._await(Step.MAIL, transaction)
@@ -160,6 +169,10 @@ class Pipeline:
             self.waiting_for_data = False
             return self._after_data(transaction, reply)
         elif step is Step.END:
+            # After DATA the end was settled by the 354; a BDAT LAST refused (or sent
+            # for an envelope nobody took) leaves the transaction open.
+            if self.chunking:
+                self._reset_next = not (outcome.envelope_accepted and reply.is_positive)
             if outcome.envelope_accepted:
                 outcome.final_reply = reply
                 if not reply.is_positive:
@@ -175,14 +188,16 @@ class Pipeline:
         self, transaction: Transaction, reply: Reply
     ) -> tuple[list[Command], Transaction | None]:
         outcome = transaction.outcome
-        if reply.code != 354:
+        if reply.code != 354:  # the transaction may still be open: RSET before the next
             outcome.error = (
                 f"DATA refused: {reply}" if outcome.envelope_accepted else envelope_refusal(outcome)
             )
             return [], self._finish(transaction)
+        # What follows the 354 ends the transaction, so the next needs no RSET.
+        self._reset_next = False
         if not outcome.envelope_accepted:
             # The server took DATA although nobody can receive the message: end it with
-            # no content at all (RFC 2920 §3.1); the next transaction starts with RSET.
+            # no content at all (RFC 2920 §3.1).
             outcome.error = envelope_refusal(outcome)
             self._await(Step.EMPTY_END, transaction)
             end = Command(b".\r\n", ". (ends the DATA the server should have refused)")

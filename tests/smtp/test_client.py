@@ -100,10 +100,13 @@ def test_rset_only_where_the_session_needs_a_clean_slate(smtpd: SMTPServer) -> N
     assert client.send(ENVELOPE, content).status == "sent"
     client.quit()
     commands = [line.text.split(" ")[0] for line in transcript.lines if line.direction == CLIENT]
+    # aiosmtpd offers no PIPELINING: one command at a time. The end of the data ends
+    # the first transaction (RFC 5321 §4.1.1.4), and the refused one ends with its own
+    # RSET, so neither the second nor the third transaction needs one to begin.
     assert commands == [
         "EHLO",
         *["MAIL", "RCPT", "DATA"],
-        *["RSET", "MAIL", "RCPT", "RSET"],
+        *["MAIL", "RCPT", "RSET"],
         *["MAIL", "RCPT", "DATA"],
         "QUIT",
     ]

@@ -53,14 +53,15 @@ def test_the_next_envelope_follows_the_content_without_waiting() -> None:
         "250 queued as A",
         "250",
         "250",
-        "250",
         "354",
         "250 queued as B",
     ]
     _, writes, finished = drive([a, b], replies)
     assert writes == [
         [MAIL, "RCPT TO:<a@x.org>", "DATA"],
-        ["<content>", "RSET", MAIL, "RCPT TO:<b@x.org>", "DATA"],  # one write
+        # One write, and no RSET: the end of a's data ends its transaction, whatever
+        # the verdict (RFC 5321 §4.1.1.4).
+        ["<content>", MAIL, "RCPT TO:<b@x.org>", "DATA"],
         ["<content>"],
     ]
     assert finished == [a, b]
@@ -108,8 +109,9 @@ def test_data_refused() -> None:
 
 def test_content_refused_does_not_stop_the_next_message() -> None:
     a, b = message("a@x.org"), message("b@x.org")
-    replies = ["250", "250", "354", "552 too big", "250", "250", "250", "354", "250 ok"]
-    drive([a, b], replies)
+    replies = ["250", "250", "354", "552 too big", "250", "250", "354", "250 ok"]
+    _, writes, _ = drive([a, b], replies)
+    assert writes[1] == ["<content>", MAIL, "RCPT TO:<b@x.org>", "DATA"]  # no RSET needed
     assert a.outcome.status == FAILED and b.outcome.status == SENT
 
 
@@ -186,3 +188,93 @@ def test_a_reply_out_of_step_is_a_protocol_error() -> None:
     pipeline, _, _ = drive([message("a@x.org")], ["250", "250", "354", "250"])
     with pytest.raises(SMTPProtocolError, match="a reply to no command"):
         pipeline.receive(reply("250 one too many"))
+
+
+# When a transaction starts with RSET: only when the one before may have been left open.
+
+
+def test_after_a_354_the_next_starts_with_mail_before_the_verdict_on_the_content() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    pipeline, writes, finished = drive([a, b], ["250", "250", "354"])
+    # What follows a 354 ends the transaction whatever its verdict (RFC 5321
+    # §4.1.1.4): b goes out right behind a's content, without an RSET, although a's
+    # verdict has not come.
+    assert writes == [
+        [MAIL, "RCPT TO:<a@x.org>", "DATA"],
+        ["<content>", MAIL, "RCPT TO:<b@x.org>", "DATA"],
+    ]
+    assert finished == [] and list(pipeline.in_flight) == [a, b]
+
+
+def test_after_a_354_nothing_is_left_open_even_while_the_verdict_is_awaited() -> None:
+    a = message("a@x.org")
+    pipeline, _, _ = drive([a], ["250", "250", "354"])
+    assert list(pipeline.in_flight) == [a]  # the verdict on the content is still to come
+    assert not pipeline.reset_needed
+    pipeline.receive(reply("554 5.7.1 rejected"))
+    assert a.outcome.status == FAILED and not pipeline.reset_needed  # refused, yet ended
+    assert pipeline.offer(message("b@x.org"))[0].display == MAIL
+
+
+def test_after_a_refused_data_the_next_starts_with_rset() -> None:
+    for refusal in ("554 5.5.1 no", "451 4.3.0 later"):
+        a, b = message("a@x.org"), message("b@x.org")
+        replies = ["250", "250", refusal, "250", "250", "250", "354", "250 ok"]
+        _, writes, finished = drive([a, b], replies)
+        # The recipient was accepted, DATA was not: the transaction may still be open.
+        assert writes[1] == ["RSET", MAIL, "RCPT TO:<b@x.org>", "DATA"], refusal
+        assert a.outcome.error.startswith(f"DATA refused: {refusal[:3]}")
+        assert b.outcome.status == SENT and finished == [a, b]
+        pipeline, _, _ = drive([message("a@x.org")], ["250", "250", refusal])
+        assert not pipeline.in_flight and pipeline.reset_needed, refusal
+
+
+def test_after_a_354_to_an_envelope_nobody_took_the_next_starts_with_mail() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    replies = ["250", "550 no", "354 go", "250 empty", "250", "250", "354", "250 ok"]
+    _, writes, finished = drive([a, b], replies)
+    # The bare "." ends the transaction like any end of data: no RSET after it.
+    assert writes[1] == [END, MAIL, "RCPT TO:<b@x.org>", "DATA"]
+    assert a.outcome.status == FAILED and b.outcome.status == SENT and finished == [a, b]
+
+
+def test_with_chunking_a_transaction_offered_behind_one_in_flight_starts_with_rset() -> None:
+    pipeline = Pipeline(CHUNKING, chunking=True, reset_first=False)
+    a, b, c = message("a@x.org"), message("b@x.org"), message("c@x.org")
+    assert pipeline.offer(a)[0].display == MAIL
+    # a's BDAT may yet be refused, which would leave its transaction open (RFC 3030
+    # §4.2): b cannot wait to know, so it starts with RSET.
+    assert pipeline.reset_needed
+    assert [cmd.display for cmd in pipeline.offer(b)][:2] == ["RSET", MAIL]
+    # a is accepted, but b is still in flight: c starts with RSET all the same.
+    for text in ("250", "250", "250 A"):
+        pipeline.receive(reply(text))
+    assert a.outcome.status == SENT and list(pipeline.in_flight) == [b]
+    assert pipeline.reset_needed
+    assert [cmd.display for cmd in pipeline.offer(c)][:2] == ["RSET", MAIL]
+
+
+def test_with_chunking_bdat_last_accepted_leaves_nothing_open() -> None:
+    batch = [message("a@x.org"), message("b@x.org")]
+    replies = ["250", "250", "250 A", "250", "250", "250", "250 B"]  # b: RSET, MAIL, ...
+    pipeline, writes, finished = drive(batch, replies, chunking=True)
+    assert writes[0][3] == "RSET"  # b was offered while a was in flight
+    assert finished == batch and not pipeline.in_flight
+    assert not pipeline.reset_needed
+    assert pipeline.offer(message("c@x.org"))[0].display == MAIL
+
+
+def test_with_chunking_a_refused_bdat_leaves_the_transaction_open() -> None:
+    a = message("a@x.org")
+    pipeline, _, finished = drive([a], ["250", "250", "554 5.7.1 rejected"], chunking=True)
+    assert finished == [a] and a.outcome.status == FAILED and not pipeline.in_flight
+    assert pipeline.reset_needed
+    assert [c.display for c in pipeline.offer(message("b@x.org"))][:2] == ["RSET", MAIL]
+
+
+def test_with_chunking_a_refused_envelope_leaves_the_transaction_open() -> None:
+    a = message("a@x.org", "b@x.org")
+    replies = ["250", "550 5.1.1 no", "550 5.1.1 no", "554 5.5.1 no valid recipients"]
+    pipeline, _, finished = drive([a], replies, chunking=True)
+    assert finished == [a] and a.outcome.error == "every recipient refused"
+    assert not pipeline.in_flight and pipeline.reset_needed
