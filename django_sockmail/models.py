@@ -266,9 +266,18 @@ class TranscriptLine(models.Model):
         CONTENT = "D", "content"
         INFO = "*", "info"
 
-    # No index of its own: the unique (session, seq) index begins with it.
+    # No index of its own: the unique (session, seq) index begins with it. No foreign
+    # key constraint in the database either: checking it for every line was the largest
+    # part of recording a session on PostgreSQL (a deferred trigger per row, a quarter
+    # of the write). Lines are only ever written by the recorder, in the transaction
+    # that writes or updates their session, and deleted with it by the ORM's cascade
+    # (the admin, QuerySet.delete()) and by sockmail_purge.
     session = models.ForeignKey(
-        Session, on_delete=models.CASCADE, related_name="lines", db_index=False
+        Session,
+        on_delete=models.CASCADE,
+        related_name="lines",
+        db_index=False,
+        db_constraint=False,
     )
     seq = models.PositiveIntegerField()
     offset_ms = models.FloatField(help_text="Milliseconds since the session started.")

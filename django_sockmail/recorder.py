@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from functools import cache
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any, TypeVar, overload
 
 from django.conf import settings
@@ -160,16 +160,20 @@ def _sent(outcomes: list[MessageOutcome]) -> int:
 
 def _insert_lines(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
     """The transcript is most of what is written, so its rows are made here without
-    :meth:`_Table.clean`: the text is cleaned as it would be, the direction is one of
-    the transcript's own, the offset is in milliseconds to the microsecond."""
+    :meth:`_Table.clean`, column by column, with no Python call per row where a
+    builtin does: the text is cleaned as it would be, the direction is one of the
+    transcript's own, the offset is in milliseconds to the microsecond."""
+    lines = transcript.lines
+    offsets_ms = [int(offset * 1e6 + 0.5) / 1e3 for offset in lines.offsets()]
     _insert(
         cursor,
         _table(TranscriptLine),
-        (
-            (session_id, seq, int(offset * 1e6 + 0.5) / 1e3, direction, _storable(text))
-            for seq, (offset, direction, text) in enumerate(
-                transcript.lines.rows(), start=transcript.lines_written + 1
-            )
+        zip(
+            itertools.repeat(session_id),
+            itertools.count(transcript.lines_written + 1),
+            offsets_ms,
+            lines.directions(),
+            map(_storable, lines.texts()),
         ),
     )
 
@@ -376,8 +380,8 @@ def _max_query_params(connection: BaseDatabaseWrapper) -> int | None:
     return limit
 
 
-def _storable(text: str) -> str:
-    return text.replace("\x00", "\ufffd")  # PostgreSQL refuses NUL in text
+# PostgreSQL refuses NUL in text. (A C-level callable: it runs once for every line.)
+_storable: Callable[[str], str] = methodcaller("replace", "\x00", "\ufffd")
 
 
 def _deciding_reply(outcome: MessageOutcome) -> Reply | None:

@@ -19,7 +19,7 @@ from pytest_django import Settings
 
 from django_sockmail import admin as sockmail_admin
 from django_sockmail.backend import EmailBackend
-from django_sockmail.models import Message, Session
+from django_sockmail.models import Message, Recipient, Session, TranscriptLine
 from django_sockmail.recorder import record
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
@@ -647,6 +647,9 @@ def test_a_superuser_can_delete_a_session_with_everything_in_it(admin_client: Cl
     assert response.status_code == 302
     assert not Session.objects.exists()
     assert not Message.objects.exists()
+    # The lines have no foreign key in the database: the ORM's cascade takes them.
+    assert not TranscriptLine.objects.exists()
+    assert not Recipient.objects.exists()
 
 
 @pytest.fixture

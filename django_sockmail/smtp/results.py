@@ -26,12 +26,19 @@ _QUEUE_ID_PATTERNS = [
 ]
 
 
+# Any of them, for the usual reply that names no queue id: one search rules them all out.
+_ANY_QUEUE_ID = re.compile("|".join(f"(?:{p.pattern})" for p in _QUEUE_ID_PATTERNS), re.IGNORECASE)
+
+
 def queue_id(reply: Reply | None) -> str:
     """The server's queue id for an accepted message, when its reply names one."""
     if reply is None or not reply.is_positive:
         return ""
+    text = reply.text
+    if _ANY_QUEUE_ID.search(text) is None:
+        return ""
     for pattern in _QUEUE_ID_PATTERNS:
-        match = pattern.search(reply.text)
+        match = pattern.search(text)
         if match:
             return match.group(1)
     return ""
