@@ -1,11 +1,12 @@
 """The admin at scale: fill PostgreSQL with N sessions and time the admin pages.
 
-    .venv/bin/python benchmarks/admin_scale.py [--sessions 1000000] [--keep]
+    .venv/bin/python benchmarks/admin_scale.py [--sessions 1000000] [--reuse]
 
 Creates (drops and re-creates) the database ``sockmail_bench`` on the PostgreSQL of
 the test settings (127.0.0.1:5432, user postgres; override with --host, --port, --user,
 --database), migrates it, and fills it with SQL alone: every session has one message
-with one or two recipients and 13 transcript lines; senders, recipients, subjects,
+with one or two recipients and a transcript of 13 lines (one chunk, as the recorder
+stores it: a JSON array of [offset_ms, direction, text]); senders, recipients, subjects,
 Message-IDs, queue ids, statuses and TLS modes vary, and the start times spread over
 the last year. Then, logged in as a superuser through Django's test client, it requests
 each admin page a few times and prints the median time and the number of queries.
@@ -61,7 +62,8 @@ SESSION_SQL = """
 INSERT INTO django_sockmail_session (
     id, host, port, security, peer_address, local_address, started_at, ended_at,
     tls_version, tls_cipher, tls_peer_subject, tls_peer_issuer, tls_peer_not_before,
-    tls_peer_not_after, tls_peer_fingerprint, status, error, message_count, sent_count)
+    tls_peer_not_after, tls_peer_fingerprint, status, error, message_count, sent_count,
+    line_count)
 SELECT i, host,
     CASE security WHEN 'ssl' THEN 465 WHEN 'starttls' THEN 587 ELSE 25 END,
     security, '192.0.2.' || (1 + i % 3) || ':587', '198.51.100.7:' || (32768 + i % 28000),
@@ -75,7 +77,7 @@ SELECT i, host,
     CASE WHEN security = 'none' THEN '' ELSE md5(host) || md5(host || 'x') END,
     CASE WHEN failed THEN 'failed' ELSE 'ok' END,
     CASE WHEN failed THEN 'SMTPDataError: 451 4.3.0 Try again later' ELSE '' END,
-    1, CASE WHEN failed THEN 0 ELSE 1 END
+    1, CASE WHEN failed THEN 0 ELSE 1 END, :line_count
 FROM (
     SELECT i,
         (ARRAY['smtp.relay.example.com', 'mail.example.net', 'mx1.mailer.example.org'])[1 + i % 3]
@@ -158,20 +160,24 @@ LINES: tuple[tuple[int, str, str], ...] = (
     (13, "S", "'221 2.0.0 Bye'"),
 )
 
-LINE_SQL = """
-INSERT INTO django_sockmail_transcriptline (session_id, seq, offset_ms, direction, text)
-SELECT i, l.seq, l.seq * 3.25 + i % 11, l.direction, l.text
+# Each session's transcript: one chunk (13 lines are far fewer than LINES_PER_CHUNK).
+CHUNK_SQL = """
+INSERT INTO django_sockmail_transcriptchunk (session_id, first_seq, line_count, lines)
+SELECT i, 1, {count}, c.lines
 FROM (
     SELECT i, (ARRAY['smtp.relay.example.com', 'mail.example.net',
                      'mx1.mailer.example.org'])[1 + i % 3] AS host
     FROM generate_series(:first, :last) AS i
 ) AS s
--- LATERAL: all lines of a session, then the next session (as the recorder writes them).
 CROSS JOIN LATERAL (
-    SELECT seq, direction, CASE seq {cases} END AS text
+    SELECT jsonb_agg(
+        jsonb_build_array((seq * 3.25 + i % 11)::float8, direction, CASE seq {cases} END)
+        ORDER BY seq
+    )::text AS lines
     FROM (VALUES {values}) AS v(seq, direction)
-) AS l
+) AS c
 """.format(
+    count=len(LINES),
     cases=" ".join(f"WHEN {seq} THEN {text}" for seq, _, text in LINES),
     values=", ".join(f"({seq}, '{direction}')" for seq, direction, _ in LINES),
 )
@@ -180,7 +186,7 @@ TABLES = (
     "django_sockmail_session",
     "django_sockmail_message",
     "django_sockmail_recipient",
-    "django_sockmail_transcriptline",
+    "django_sockmail_transcriptchunk",
 )
 
 
@@ -269,14 +275,17 @@ def fill(n: int) -> None:
                 cursor.execute(sql)  # no parameters: % is SQL's modulo here
             print(f"  {label:<28} {time.perf_counter() - started:7.1f} s", flush=True)
 
-        step("sessions", SESSION_SQL.replace(":n", str(n)))
+        step(
+            "sessions",
+            SESSION_SQL.replace(":line_count", str(len(LINES))).replace(":n", str(n)),
+        )
         step("messages", MESSAGE_SQL.replace(":n", str(n)))
         step("recipients", RECIPIENT_SQL.replace(":n", str(n)))
         chunk = 250_000
         step(
-            "transcript lines",
+            "transcript chunks",
             *(
-                LINE_SQL.replace(":first", str(first)).replace(":last", str(last))
+                CHUNK_SQL.replace(":first", str(first)).replace(":last", str(last))
                 for first in range(1, n + 1, chunk)
                 for last in [min(first + chunk - 1, n)]
             ),
@@ -359,6 +368,7 @@ def measure(args: argparse.Namespace) -> None:
 
     sessions = reverse("admin:django_sockmail_session_changelist")
     messages = reverse("admin:django_sockmail_message_changelist")
+    far = min(50, -(-n // 100))  # a page well into the list (100 to a page), if any
     # A session from the middle of the year, and what to search for to find it.
     i = 3 * (n // 6) or 3
     with connection.cursor() as cursor:
@@ -377,7 +387,7 @@ def measure(args: argparse.Namespace) -> None:
     }
     cases: list[tuple[str, str, dict[str, str], str | None]] = [
         ("session list", sessions, {}, STOCK_SESSION_LIST),
-        ("session list, page 50", sessions, {"p": "50"}, None),
+        (f"session list, page {far}", sessions, {"p": str(far)}, None),
         ("status = failed", sessions, {"status__exact": "failed"}, None),
         ("past 7 days", sessions, week, None),
         ("search: recipient address", sessions, {"q": recipient.upper()}, old_search(recipient)),

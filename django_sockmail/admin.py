@@ -48,9 +48,6 @@ MESSAGE_LIMIT = 500
 # to this many (beyond, a subquery): see _search().
 RECIPIENT_ID_LIMIT = 1000
 
-# The transcript download reads the lines in batches of this many.
-TRANSCRIPT_BATCH = 2000
-
 SEARCH_HELP_TEXT = (
     "An address (envelope sender or recipient, any case) or a Message-ID (with or "
     "without <>), exactly; a queue id, exactly; or the beginning of the subject, in any "
@@ -350,21 +347,13 @@ def transcript_line(offset_ms: float, direction: str, text: str) -> str:
 
 
 def transcript_text(session: Session) -> Iterator[str]:
-    """The whole transcript as plain text, a chunk at a time: the header, a blank line,
-    then every line of the conversation. The lines are read in batches by ``seq`` (the
-    unique index), so neither memory nor any query grows with the transcript."""
+    """The whole transcript as plain text, a piece at a time: the header, a blank line,
+    then every line of the conversation, a stored chunk (up to a thousand lines) to a
+    piece, read a few chunks to a query: memory does not grow with the transcript."""
     yield "\n".join(transcript_header(session)) + "\n\n"
-    after = 0
-    while True:
-        batch = list(
-            TranscriptLine.objects.filter(session=session, seq__gt=after)
-            .order_by("seq")
-            .values_list("seq", "offset_ms", "direction", "text")[:TRANSCRIPT_BATCH]
-        )
-        if not batch:
-            return
-        yield "".join(transcript_line(o, d, t) + "\n" for _, o, d, t in batch)
-        after = batch[-1][0]
+    for chunk in session.iter_transcript_chunks():
+        lines = chunk.decoded()
+        yield "".join(transcript_line(x.offset_ms, x.direction, x.text) + "\n" for x in lines)
 
 
 @dataclass(frozen=True)
@@ -534,11 +523,7 @@ class SessionAdmin(AuditLogAdmin[Session]):
         messages = list(
             session.messages.order_by("position").prefetch_related("recipients")[:MESSAGE_LIMIT]
         )
-        lines = list(session.lines.order_by("seq")[: TRANSCRIPT_LINE_LIMIT + 1])
-        line_total = len(lines)
-        if line_total > TRANSCRIPT_LINE_LIMIT:
-            lines = lines[:TRANSCRIPT_LINE_LIMIT]
-            line_total = session.lines.count()
+        lines = session.transcript_lines(limit=TRANSCRIPT_LINE_LIMIT)
         message_rows = [
             _MessageRow(
                 message,
@@ -560,7 +545,7 @@ class SessionAdmin(AuditLogAdmin[Session]):
                 for recipient in row.message.recipients.all()
             ],
             "sockmail_lines": [_line_row(line) for line in lines],
-            "sockmail_lines_hidden": line_total - len(lines),
+            "sockmail_lines_hidden": max(session.line_count - len(lines), 0),
             "sockmail_transcript_url": reverse(
                 f"{self.admin_site.name}:django_sockmail_session_transcript",
                 args=[session.pk],

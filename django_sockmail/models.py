@@ -1,13 +1,18 @@
 """The audit log: one :class:`Session` per SMTP connection, the :class:`Message` objects
-offered in it, each message's :class:`Recipient` verdicts and the session's
-:class:`TranscriptLine` rows. :mod:`django_sockmail.recorder` writes them; the admin
-shows them. Nothing here talks to a mail server.
+offered in it, each message's :class:`Recipient` verdicts, and the session's transcript:
+:class:`TranscriptChunk` rows that hold its :class:`TranscriptLine` objects.
+:mod:`django_sockmail.recorder` writes them; the admin shows them. Nothing here talks
+to a mail server.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core import checks
 from django.db import models
@@ -17,6 +22,9 @@ from django.db.models.sql import Query
 from django.utils import timezone
 
 from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS, TIMED_OUT
+
+# A transcript is read this many chunks (of up to a thousand lines each) to a query.
+CHUNKS_PER_QUERY = 4
 
 # Long enough for any real value, short enough to index on every supported database
 # (MySQL's utf8mb4 index limit is 768 characters). The recorder clips longer values.
@@ -116,6 +124,7 @@ class Session(models.Model):
     sent_count = models.PositiveIntegerField(
         "sent", default=0, help_text="Messages the server accepted (sent or partly sent)."
     )
+    line_count = models.PositiveIntegerField("transcript lines", default=0)
 
     class Meta:
         verbose_name = "SMTP session"
@@ -145,6 +154,34 @@ class Session(models.Model):
         if self.ended_at is None:
             return None
         return self.ended_at - self.started_at
+
+    def transcript_lines(self, *, after: int = 0, limit: int | None = None) -> list[TranscriptLine]:
+        """The transcript's lines in order: those with a seq above ``after``, at most
+        ``limit`` of them. Reads only the chunks that hold them."""
+        return list(itertools.islice(self.iter_transcript_lines(after=after), limit))
+
+    def iter_transcript_lines(self, *, after: int = 0) -> Iterator[TranscriptLine]:
+        """Like :meth:`transcript_lines`, read a few chunks at a time."""
+        for chunk in self.iter_transcript_chunks(after=after):
+            for line in chunk.decoded():
+                if line.seq > after:
+                    yield line
+
+    def iter_transcript_chunks(self, *, after: int = 0) -> Iterator[TranscriptChunk]:
+        """The chunks that hold the lines after ``after``, in order, CHUNKS_PER_QUERY to
+        a query: a transcript of any length is read in bounded memory on every
+        database, also where the driver fetches a whole result at once (MySQL's)."""
+        chunks = TranscriptChunk.objects.using(self._state.db).filter(session=self)
+        start = 1
+        if after:  # the chunk holding line ``after + 1`` starts at or before it
+            holding = chunks.filter(first_seq__lte=after + 1).order_by("-first_seq")
+            start = holding.values_list("first_seq", flat=True).first() or after + 1
+        ordered = chunks.order_by("first_seq")
+        while batch := list(ordered.filter(first_seq__gte=start)[:CHUNKS_PER_QUERY]):
+            yield from batch
+            if len(batch) < CHUNKS_PER_QUERY:
+                return  # that was the last
+            start = batch[-1].first_seq + 1
 
 
 class ServerReply(models.Model):
@@ -257,40 +294,67 @@ class Recipient(_ExpressionIndexes, ServerReply):
         return f"{self.address} ({verdict})"
 
 
-class TranscriptLine(models.Model):
-    """One line of the conversation, or one event around it, in order."""
+class Direction(models.TextChoices):
+    """Who said a transcript line."""
 
-    class Direction(models.TextChoices):
-        CLIENT = "C", "client"
-        SERVER = "S", "server"
-        CONTENT = "D", "content"
-        INFO = "*", "info"
+    CLIENT = "C", "client"
+    SERVER = "S", "server"
+    CONTENT = "D", "content"
+    INFO = "*", "info"
 
-    # No index of its own: the unique (session, seq) index begins with it. No foreign
-    # key constraint in the database either: checking it for every line was the largest
-    # part of recording a session on PostgreSQL (a deferred trigger per row, a quarter
-    # of the write). Lines are only ever written by the recorder, in the transaction
-    # that writes or updates their session, and deleted with it by the ORM's cascade
-    # (the admin, QuerySet.delete()) and by sockmail_purge.
-    session = models.ForeignKey(
-        Session,
-        on_delete=models.CASCADE,
-        related_name="lines",
-        db_index=False,
-        db_constraint=False,
-    )
-    seq = models.PositiveIntegerField()
-    offset_ms = models.FloatField(help_text="Milliseconds since the session started.")
-    direction = models.CharField(max_length=1, choices=Direction.choices)
-    text = models.TextField(blank=True)
 
-    class Meta:
-        verbose_name = "transcript line"
-        ordering = ("session_id", "seq")
-        constraints = (
-            models.UniqueConstraint(fields=("session", "seq"), name="django_sockmail_line_seq"),
-        )
+@dataclass(frozen=True, slots=True)
+class TranscriptLine:
+    """One line of the conversation, or one event around it, as stored: read with
+    :meth:`Session.transcript_lines`."""
+
+    Direction: ClassVar[type[Direction]] = Direction
+
+    seq: int  # 1 for the session's first line
+    offset_ms: float  # milliseconds since the session started
+    direction: str  # a Direction
+    text: str
 
     def __str__(self) -> str:
         text = self.text if len(self.text) <= 80 else f"{self.text[:79]}…"
         return f"{self.direction}: {text}"
+
+
+class TranscriptChunk(models.Model):
+    """Consecutive lines of a session's transcript, stored together.
+
+    A session says about ten lines a message, so a row per line made the transcript
+    most of the rows, the index entries and the time of recording a session; a chunk
+    holds up to a thousand lines (and about a MiB of text), so a session's transcript
+    is a handful of rows. Read the lines with :meth:`Session.transcript_lines`.
+    """
+
+    # No index of its own: the unique (session, first_seq) index begins with it.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="chunks", db_index=False
+    )
+    first_seq = models.PositiveIntegerField(help_text="The seq of the chunk's first line.")
+    line_count = models.PositiveIntegerField()
+    # JSON: [[offset_ms, direction, text], ...], the lines first_seq, first_seq + 1, ...
+    lines = models.TextField()
+
+    class Meta:
+        verbose_name = "transcript chunk"
+        ordering = ("session_id", "first_seq")
+        constraints = (
+            models.UniqueConstraint(
+                fields=("session", "first_seq"), name="django_sockmail_chunk_first_seq"
+            ),
+        )
+
+    def __str__(self) -> str:
+        last = self.first_seq + self.line_count - 1
+        return f"lines {self.first_seq} to {last} of session {self.session_id}"
+
+    def decoded(self) -> list[TranscriptLine]:
+        return [
+            TranscriptLine(seq, offset_ms, direction, text)
+            for seq, (offset_ms, direction, text) in enumerate(
+                json.loads(self.lines), start=self.first_seq
+            )
+        ]

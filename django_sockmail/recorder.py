@@ -1,8 +1,8 @@
 """Writes a finished :class:`~django_sockmail.transcript.Transcript` to the audit log.
 
 The write is one transaction. The session is saved through the ORM; its messages,
-recipients and transcript lines, nearly all of what is written, go in as plain rows,
-many to a query: at most ``ROWS_PER_QUERY`` rows (and ``TEXT_PER_QUERY`` characters
+recipients and transcript chunks (the lines, a thousand to a row, as JSON) go in as
+plain rows, many to a query: at most ``ROWS_PER_QUERY`` rows (and ``TEXT_PER_QUERY`` characters
 of unbounded text) each. So the number of queries grows by one per thousand rows of a
 table, not with every line, and what the write holds at once does not grow with the
 session.
@@ -20,13 +20,14 @@ written, so a failure is logged and ``None`` returned.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from functools import cache
-from operator import itemgetter, methodcaller
+from operator import itemgetter
 from typing import Any, TypeVar, overload
 
 from django.conf import settings
@@ -37,7 +38,7 @@ from django.utils import timezone
 
 from . import signals
 from .conf import conf
-from .models import Message, Recipient, Session, TranscriptLine
+from .models import Message, Recipient, Session, TranscriptChunk
 from .smtp import results
 from .smtp.replies import Reply
 from .smtp.results import MessageOutcome
@@ -49,6 +50,8 @@ logger = logging.getLogger("django_sockmail")
 # line can hold CONTENT_MAX_BYTES), go to the database in one query.
 ROWS_PER_QUERY = 1000
 TEXT_PER_QUERY = 1 << 20
+# A session's transcript is stored this many lines to a row (TranscriptChunk).
+LINES_PER_CHUNK = 1000
 
 _M = TypeVar("_M", bound=models.Model)
 _Row = tuple[Any, ...]
@@ -116,6 +119,7 @@ def _write(transcript: Transcript, using: str, closed: bool) -> Session:
         error=transcript.error,
         message_count=transcript.messages_written + len(outcomes),
         sent_count=transcript.sent_written + _sent(outcomes),
+        line_count=transcript.lines_written + len(transcript.lines),
     )
     _clean(session)
     if transcript.session_id is None:
@@ -150,7 +154,7 @@ def _write(transcript: Transcript, using: str, closed: bool) -> Session:
                     for recipient in rec.outcome.recipients
                 ),
             )
-        _insert_lines(cursor, session.pk, transcript)
+        _insert_chunks(cursor, session.pk, transcript)
     return session
 
 
@@ -158,24 +162,48 @@ def _sent(outcomes: list[MessageOutcome]) -> int:
     return sum(o.taken for o in outcomes)
 
 
-def _insert_lines(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
-    """The transcript is most of what is written, so its rows are made here without
-    :meth:`_Table.clean`, column by column, with no Python call per row where a
-    builtin does: the text is cleaned as it would be, the direction is one of the
-    transcript's own, the offset is in milliseconds to the microsecond."""
-    lines = transcript.lines
-    offsets_ms = [int(offset * 1e6 + 0.5) / 1e3 for offset in lines.offsets()]
-    _insert(
-        cursor,
-        _table(TranscriptLine),
-        zip(
-            itertools.repeat(session_id),
-            itertools.count(transcript.lines_written + 1),
-            offsets_ms,
-            lines.directions(),
-            map(_storable, lines.texts()),
-        ),
-    )
+def _insert_chunks(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
+    """The transcript's chunks, as many to a query as ROWS_PER_QUERY and about
+    TEXT_PER_QUERY characters of JSON allow, made as they go: what is held at once is
+    one query's worth, however long the session."""
+    table = _table(TranscriptChunk)
+    write = _writer(cursor.db)
+    per_query = ROWS_PER_QUERY
+    max_params = _max_query_params(cursor.db)
+    if max_params is not None:
+        per_query = max(1, min(per_query, max_params // len(table.columns)))
+    part: list[_Row] = []
+    size = 0
+    for row in _chunk_rows(session_id, transcript):
+        if part and (len(part) >= per_query or size + len(row[3]) > TEXT_PER_QUERY):
+            write(cursor, table, part)
+            part, size = [], 0
+        part.append(row)
+        size += len(row[3])
+    if part:
+        write(cursor, table, part)
+
+
+def _chunk_rows(session_id: int, transcript: Transcript) -> Iterator[_Row]:
+    """``(session, first_seq, line_count, lines)`` of each chunk: LINES_PER_CHUNK lines,
+    fewer once their text reaches TEXT_PER_QUERY (a chunk takes one line at least),
+    as a JSON array of ``[offset_ms, direction, text]``: the offset in milliseconds to
+    the microsecond; JSON escapes what a database would refuse (NUL)."""
+    first_seq = transcript.lines_written + 1
+    chunk: list[tuple[float, str, str]] = []
+    size = 0
+    for offset, direction, text in transcript.lines.rows():
+        if chunk and (len(chunk) >= LINES_PER_CHUNK or size + len(text) > TEXT_PER_QUERY):
+            yield session_id, first_seq, len(chunk), _json(chunk)
+            first_seq += len(chunk)
+            chunk, size = [], 0
+        chunk.append((int(offset * 1e6 + 0.5) / 1e3, direction, text))
+        size += len(text)
+    if chunk:
+        yield session_id, first_seq, len(chunk), _json(chunk)
+
+
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 def _message_row(session_id: int, position: int, rec: MessageRecord) -> _Row:
@@ -229,7 +257,7 @@ _FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "enhanced_status",
     ),
     Recipient: ("message", "address", "accepted", "reply_code", "reply_text", "enhanced_status"),
-    TranscriptLine: ("session", "seq", "offset_ms", "direction", "text"),
+    TranscriptChunk: ("session", "first_seq", "line_count", "lines"),
 }
 
 
@@ -255,7 +283,7 @@ class _Table:
         """Make text from the wire storable on every backend, as :func:`_clean` does."""
         values = list(row)
         for i, limit in self.texts:
-            values[i] = values[i].replace("\x00", "\ufffd")[:limit]  # as _storable()
+            values[i] = values[i].replace("\x00", "\ufffd")[:limit]  # as _clean()
         return tuple(values)
 
     def text_size(self, rows: list[_Row]) -> int:
@@ -378,10 +406,6 @@ def _max_query_params(connection: BaseDatabaseWrapper) -> int | None:
         if getlimit is not None:
             limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     return limit
-
-
-# PostgreSQL refuses NUL in text. (A C-level callable: it runs once for every line.)
-_storable: Callable[[str], str] = methodcaller("replace", "\x00", "\ufffd")
 
 
 def _deciding_reply(outcome: MessageOutcome) -> Reply | None:

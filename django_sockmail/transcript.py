@@ -116,18 +116,7 @@ class Lines(Sequence[Line]):
 
     def rows(self) -> Iterator[tuple[float, str, str]]:
         """``(offset, direction, text)`` of each line, without a :class:`Line` each."""
-        return zip(self._offsets, self._directions, self.texts(), strict=True)
-
-    def offsets(self) -> array[float]:
-        """Each line's offset, in seconds since the session started."""
-        return self._offsets
-
-    def directions(self) -> list[str]:
-        return self._directions
-
-    def texts(self) -> Iterator[str]:
-        """Each line's text, made as it is read."""
-        return map(_text, self._texts)
+        return zip(self._offsets, self._directions, map(_text, self._texts), strict=True)
 
     def __len__(self) -> int:
         return len(self._texts)

@@ -4,6 +4,7 @@ the message page with its recipients, permissions, and escaping of server text."
 from __future__ import annotations
 
 import html
+import math
 import re
 from datetime import timedelta
 from typing import Any
@@ -18,9 +19,10 @@ from django.urls import reverse
 from pytest_django import Settings
 
 from django_sockmail import admin as sockmail_admin
+from django_sockmail import models, recorder
 from django_sockmail.backend import EmailBackend
-from django_sockmail.models import Message, Recipient, Session, TranscriptLine
-from django_sockmail.recorder import record
+from django_sockmail.models import Message, Recipient, Session, TranscriptChunk, TranscriptLine
+from django_sockmail.recorder import record, write_so_far
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import FAILED, Line, MessageRecord
@@ -64,6 +66,42 @@ def other_session() -> Session:
         lines=[Line(0.0, "S", "220 relay.example.com")],
         messages=[MessageRecord(outcome, message_id="<other@example.com>", subject="Invoice")],
     )
+
+
+def lines_of(conversation: list[tuple[str, str]]) -> list[Line]:
+    """``conversation``'s (direction, text) as transcript lines 12.5 ms apart, as
+    make_transcript() has CONVERSATION's."""
+    return [Line(i * 0.0125, d, text) for i, (d, text) in enumerate(conversation)]
+
+
+def recorded_in_parts(lines: list[Line], *, at: int) -> Session:
+    """A session whose first ``at`` lines (and its messages) went to the database
+    while it was open (write_so_far) and the rest when it closed: its chunks begin
+    where each write began, not on multiples of LINES_PER_CHUNK."""
+    transcript = make_transcript(lines=lines[:at])
+    assert write_so_far(transcript)
+    transcript.lines = lines[at:]
+    session = record(transcript)
+    assert session is not None
+    return session
+
+
+def chunk_spans(session: Session) -> list[tuple[int, int]]:
+    """(first_seq, line_count) of each of the session's chunks, in order."""
+    return list(session.chunks.order_by("first_seq").values_list("first_seq", "line_count"))
+
+
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the first_seq of each chunk decoded, in the order they are."""
+    decoded: list[int] = []
+    real = TranscriptChunk.decoded
+
+    def spy(chunk: TranscriptChunk) -> list[TranscriptLine]:
+        decoded.append(chunk.first_seq)
+        return real(chunk)
+
+    monkeypatch.setattr(TranscriptChunk, "decoded", spy)
+    return decoded
 
 
 def session_url(session: Session) -> str:
@@ -296,21 +334,48 @@ def test_the_transcript_download_has_the_error_and_no_tls_when_there_was_none(
     assert "Error: SMTPDataError: 554" in header
 
 
-def test_the_transcript_download_has_every_line_however_many(
+def test_the_transcript_download_has_every_line_a_chunk_at_a_time(
     admin_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sockmail_admin, "TRANSCRIPT_LINE_LIMIT", 5)  # the page's limit
-    monkeypatch.setattr(sockmail_admin, "TRANSCRIPT_BATCH", 4)  # read in 10 batches
-    session = recorded()
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 4)
+    conversation = CONVERSATION * 3
+    session = recorded(lines=lines_of(conversation))
+    short = recorded(lines=lines_of(CONVERSATION[:4]))
+    chunks = chunk_spans(session)
+    assert chunks == [
+        (seq, min(4, len(conversation) + 1 - seq)) for seq in range(1, len(conversation) + 1, 4)
+    ]
+    assert len(chunks) == 27
+    assert chunk_spans(short) == [(1, 4)]
+    decoded = decodes(monkeypatch)
 
+    with CaptureQueriesContext(connection) as short_queries:
+        download(admin_client, short)
+    decoded.clear()
     with CaptureQueriesContext(connection) as queries:
-        text = download(admin_client, session)
+        response = admin_client.get(transcript_url(session))
+        pieces = []
+        for piece in response.streaming_content:  # type: ignore[attr-defined]
+            pieces.append(piece.decode())
+            # A piece is sent as soon as its chunk is read: one chunk decoded at a
+            # time, so what is held does not grow with the transcript.
+            assert decoded == [first for first, _ in chunks[: len(pieces) - 1]]
 
-    said = [line for line in text.splitlines() if line.startswith("+")]
-    assert len(said) == len(CONVERSATION)
-    assert said[-1].endswith("* connection closed")
-    batches = [q for q in queries.captured_queries if "sockmail_transcriptline" in q["sql"]]
-    assert len(batches) == -(-len(CONVERSATION) // 4) + 1  # the last one finds nothing
+    header, *said = pieces
+    assert header.startswith(f"SMTP session {session.pk}\n") and header.endswith("\n\n")
+    # Every line, in order, past the page's limit: each piece the lines of its chunk.
+    expected = [
+        sockmail_admin.transcript_line(i * 12.5, d, text) + "\n"
+        for i, (d, text) in enumerate(conversation)
+    ]
+    assert said == ["".join(expected[first - 1 : first - 1 + count]) for first, count in chunks]
+    assert said[-1].endswith("* connection closed\n")
+    # 27 chunks are read CHUNKS_PER_QUERY to a query, so what a query holds is bounded
+    # on every database; nothing else grows with the transcript.
+    reads = [q for q in queries.captured_queries if "sockmail_transcriptchunk" in q["sql"]]
+    assert len(reads) == math.ceil(27 / models.CHUNKS_PER_QUERY) == 7, reads
+    assert len(queries.captured_queries) == len(short_queries.captured_queries) + len(reads) - 1
 
 
 def test_the_transcript_download_escapes_control_characters(admin_client: Client) -> None:
@@ -377,17 +442,31 @@ def test_times_are_shown_to_the_second(admin_client: Client, settings: Settings)
     assert "2024-05-01 14:00:00 CEST" in admin_client.get(message_url(message)).content.decode()
 
 
-def test_the_session_page_needs_a_constant_number_of_queries(admin_client: Client) -> None:
-    small = recorded(messages=[sent_message()])
-    big = recorded(messages=[sent_message(), partly_refused_message()] * 5)
+def test_the_session_page_needs_a_constant_number_of_queries(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 4)
+    small = recorded(messages=[sent_message()], lines=lines_of(CONVERSATION[:3]))
+    big = recorded(
+        messages=[sent_message(), partly_refused_message()] * 5,
+        lines=lines_of(CONVERSATION * 3),
+    )
+    assert (len(chunk_spans(small)), len(chunk_spans(big))) == (1, 27)
+    admin_client.get(session_url(small))  # what the admin caches (the content types)
 
     with CaptureQueriesContext(connection) as small_queries:
         admin_client.get(session_url(small))
     with CaptureQueriesContext(connection) as big_queries:
         response = admin_client.get(session_url(big))
 
-    assert response.content.decode().count("nobody@example.net (550)") == 5
-    assert len(big_queries.captured_queries) == len(small_queries.captured_queries)
+    content = response.content.decode()
+    assert content.count("nobody@example.net (550)") == 5
+    assert len(transcript_rows(content)) == len(CONVERSATION) * 3  # every chunk's lines
+    assert "not shown" not in content
+    # Only the transcript's reads grow, CHUNKS_PER_QUERY chunks to a query (and the page
+    # shows at most TRANSCRIPT_LINE_LIMIT lines): nothing grows with the messages.
+    extra_reads = math.ceil(27 / models.CHUNKS_PER_QUERY) - 1
+    assert len(big_queries.captured_queries) == len(small_queries.captured_queries) + extra_reads
 
 
 def test_the_session_page_links_to_its_messages_in_the_message_list(admin_client: Client) -> None:
@@ -401,17 +480,100 @@ def test_the_session_page_links_to_its_messages_in_the_message_list(admin_client
     assert sorted(m.subject for m in found) == ["Lunch?", "Quarterly report"]
 
 
+@pytest.mark.parametrize("per_chunk", [1000, 5, 4, 2])
 def test_a_long_transcript_is_cut_short_with_a_note(
-    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch, per_chunk: int
 ) -> None:
     monkeypatch.setattr(sockmail_admin, "TRANSCRIPT_LINE_LIMIT", 5)
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", per_chunk)  # 1, 8, 9 or 18 chunks
     session = recorded()
+    decoded = decodes(monkeypatch)
 
     response = admin_client.get(session_url(session))
 
     content = response.content.decode()
-    assert len(transcript_rows(content)) == 5
+    rows = transcript_rows(content)
+    assert [(prefix, text) for _, _, prefix, text in rows] == [
+        ("*", "connecting to mail.example.com port 587"),
+        ("*", "connected to 192.0.2.10:587 from 198.51.100.7:53422"),
+        ("S:", "220 mail.example.com ESMTP Postfix"),
+        ("C:", "EHLO client.example.org"),
+        ("S:", "250-mail.example.com"),
+    ]
     assert f"{len(CONVERSATION) - 5} more lines not shown." in content
+    # Only the chunks that hold the lines shown are read.
+    assert decoded == [first for first, _ in chunk_spans(session) if first <= 5]
+
+
+@pytest.mark.parametrize("limit", [10, len(CONVERSATION) - 1, len(CONVERSATION)])
+def test_the_note_counts_the_lines_of_a_transcript_written_in_parts(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    monkeypatch.setattr(sockmail_admin, "TRANSCRIPT_LINE_LIMIT", limit)
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 4)
+    session = recorded_in_parts(lines_of(CONVERSATION), at=7)
+    assert chunk_spans(session) == [(1, 4), (5, 3), *((seq, 4) for seq in range(8, 36, 4)), (36, 1)]
+    assert session.line_count == len(CONVERSATION)
+
+    response = admin_client.get(session_url(session))
+
+    content = response.content.decode()
+    rows = transcript_rows(content)
+    assert [text for _, _, _, text in rows] == [text for _, text in CONVERSATION[:limit]]
+    assert [offset for _, offset, _, _ in rows] == [f"{i * 12.5:.1f} ms" for i in range(limit)]
+    hidden = len(CONVERSATION) - limit
+    if hidden == 0:
+        assert "not shown" not in content
+    else:
+        assert f"{hidden} more line{'s' if hidden > 1 else ''} not shown." in content
+
+
+@pytest.mark.parametrize("in_parts", [False, True], ids=["in-one-go", "in-parts"])
+def test_transcript_lines_reads_only_the_chunks_that_hold_the_lines_asked_for(
+    monkeypatch: pytest.MonkeyPatch, in_parts: bool
+) -> None:
+    # What the session page and the download read with: from any line, any number.
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 4)
+    # In parts: chunks 1-4, 5-7, 8-11, ..., 36; in one go: 1-4, 5-8, ..., 33-36.
+    session = recorded_in_parts(lines_of(CONVERSATION), at=7) if in_parts else recorded()
+    firsts = [first for first, _ in chunk_spans(session)]
+    everything = session.transcript_lines()
+    assert [(line.seq, line.direction, line.text) for line in everything] == [
+        (seq, d, text) for seq, (d, text) in enumerate(CONVERSATION, start=1)
+    ]
+    assert [line.offset_ms for line in everything] == [i * 12.5 for i in range(len(CONVERSATION))]
+    decoded = decodes(monkeypatch)
+
+    def holding(seq: int) -> int:
+        return max(first for first in firsts if first <= seq)
+
+    # Lines 10 and 11, from inside the third chunk: that chunk alone is read.
+    assert [line.text for line in session.transcript_lines(after=9, limit=2)] == [
+        "TLS established: TLSv1.3 TLS_AES_256_GCM_SHA384",
+        "EHLO client.example.org",
+    ]
+    assert decoded == [holding(10)] == ([8] if in_parts else [9])
+
+    last = len(CONVERSATION)
+    for after in range(last + 2):
+        for limit in (None, 0, 1, 2, 3, 4, 5, 9, last):
+            decoded.clear()
+            with CaptureQueriesContext(connection) as queries:
+                lines = session.transcript_lines(after=after, limit=limit)
+
+            assert lines == everything[after:][:limit], (after, limit)
+            # From the chunk that holds line after + 1 to the one that holds the last
+            # line wanted (or to the end, when there are fewer than asked for).
+            if limit == 0:
+                read: list[int] = []
+            else:
+                until = firsts[-1] if limit is None or len(lines) < limit else lines[-1].seq
+                read = [f for f in firsts if holding(min(after + 1, last)) <= f <= holding(until)]
+            assert decoded == read, (after, limit)
+            # The chunk holding line after + 1 is found by one query; the chunks are
+            # read CHUNKS_PER_QUERY to a query.
+            most = 1 + len(read) // models.CHUNKS_PER_QUERY + 1
+            assert len(queries.captured_queries) <= most, (after, limit)
 
 
 def test_the_message_page_shows_recipients_and_the_session(admin_client: Client) -> None:
@@ -647,8 +809,7 @@ def test_a_superuser_can_delete_a_session_with_everything_in_it(admin_client: Cl
     assert response.status_code == 302
     assert not Session.objects.exists()
     assert not Message.objects.exists()
-    # The lines have no foreign key in the database: the ORM's cascade takes them.
-    assert not TranscriptLine.objects.exists()
+    assert not TranscriptChunk.objects.exists()  # the transcript with it
     assert not Recipient.objects.exists()
 
 

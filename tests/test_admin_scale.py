@@ -20,7 +20,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_sockmail import admin as sockmail_admin
-from django_sockmail.models import Message, Recipient, Session, TextPatternIndex
+from django_sockmail import recorder
+from django_sockmail.models import (
+    Message,
+    Recipient,
+    Session,
+    TextPatternIndex,
+    TranscriptChunk,
+)
 from tests.test_recorder import STARTED
 
 pytestmark = pytest.mark.django_db
@@ -29,8 +36,45 @@ SESSIONS = reverse("admin:django_sockmail_session_changelist")
 MESSAGES = reverse("admin:django_sockmail_message_changelist")
 
 
+def conversation(i: int) -> list[tuple[str, str]]:
+    """(direction, text) of the transcript of fill()'s ``i``-th session."""
+    return [
+        ("S", "220 mail.example.com ESMTP"),
+        ("C", "EHLO app.example.com"),
+        ("S", "250 mail.example.com"),
+        ("C", f"MAIL FROM:<sender{i % 3}@example.org>"),
+        ("S", "250 2.1.0 Ok"),
+        ("C", f"RCPT TO:<to{i}@example.net>"),
+        ("S", "250 2.1.5 Ok"),
+        ("C", f"RCPT TO:<cc{i}@example.net>"),
+        ("S", "250 2.1.5 Ok"),
+        ("C", "DATA"),
+        ("S", "354 End data with <CR><LF>.<CR><LF>"),
+        ("D", f"Subject: Invoice {i}"),
+        ("S", f"250 2.0.0 Ok: queued as Q{i}"),
+        ("C", "QUIT"),
+        ("S", "221 2.0.0 Bye"),
+    ]
+
+
+def chunks(session: Session, said: list[tuple[str, str]]) -> Iterator[TranscriptChunk]:
+    """``said`` stored as the recorder stores a transcript: LINES_PER_CHUNK lines to a
+    chunk, each a JSON array of [offset_ms, direction, text]."""
+    lines = [[seq * 3.25, d, text] for seq, (d, text) in enumerate(said, 1)]
+    per_chunk = recorder.LINES_PER_CHUNK
+    for start in range(0, len(lines), per_chunk):
+        held = lines[start : start + per_chunk]
+        yield TranscriptChunk(
+            session=session,
+            first_seq=start + 1,
+            line_count=len(held),
+            lines=json.dumps(held, ensure_ascii=False, separators=(",", ":")),
+        )
+
+
 def fill(count: int) -> None:
-    """``count`` sessions, each with a message to two recipients, in a few queries."""
+    """``count`` sessions, each with a message to two recipients and a transcript, in a
+    few queries."""
     sessions = Session.objects.bulk_create(
         Session(
             host="mail.example.com",
@@ -40,6 +84,7 @@ def fill(count: int) -> None:
             status=Session.Status.FAILED if i % 10 == 0 else Session.Status.OK,
             message_count=1,
             sent_count=1,
+            line_count=len(conversation(i)),
         )
         for i in range(count)
     )
@@ -60,6 +105,9 @@ def fill(count: int) -> None:
         Recipient(message=message, address=f"{name}{i}@example.net", accepted=True)
         for i, message in enumerate(messages)
         for name in ("to", "cc")
+    )
+    TranscriptChunk.objects.bulk_create(
+        chunk for i, session in enumerate(sessions) for chunk in chunks(session, conversation(i))
     )
 
 
@@ -259,6 +307,39 @@ def test_every_filter_and_search_is_an_index_lookup(
 
     assert not [u for u in used if u[0] == "Seq Scan"], used
     assert any(name.startswith(index) and condition in cond for name, cond in used), used
+
+
+@pytest.mark.postgresql
+def test_the_transcript_is_read_through_the_chunk_index(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 4)
+    fill(150)  # 600 chunks: 4 to a session
+    session = Session.objects.get(messages__queue_id="Q75")
+    assert session.chunks.count() == 4
+
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(
+            reverse("admin:django_sockmail_session_change", args=[session.pk])
+        ).content.decode()
+        response = admin_client.get(
+            reverse("admin:django_sockmail_session_transcript", args=[session.pk])
+        )
+        text = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
+        later = session.transcript_lines(after=9, limit=2)  # from inside the third chunk
+
+    assert "RCPT TO:&lt;cc75@example.net&gt;" in page and "221 2.0.0 Bye" in page
+    assert text.endswith("+48.750ms S: 221 2.0.0 Bye\n")
+    assert [line.seq for line in later] == [10, 11]
+    reads = [q["sql"] for q in queries.captured_queries if "sockmail_transcriptchunk" in q["sql"]]
+    assert len(reads) == 4, reads  # the page, the download, the chunk holding 10 and on
+    for sql in reads:
+        used = explain(sql)
+        assert not [u for u in used if u[0] == "Seq Scan"], (sql, used)
+        assert any(
+            name == "django_sockmail_chunk_first_seq" and "session_id" in cond
+            for name, cond in used
+        ), (sql, used)
 
 
 @pytest.mark.postgresql

@@ -4,8 +4,9 @@ audit log: every table of the database is searched for it after each session."""
 from __future__ import annotations
 
 import base64
+import json
 import smtplib
-from typing import Any
+from collections.abc import Iterable
 
 import pytest
 from django.apps import apps
@@ -14,7 +15,7 @@ from django.core.mail import get_connection, send_mail
 from django.db import connection as db
 
 from django_sockmail.backend import EmailBackend
-from django_sockmail.models import Session
+from django_sockmail.models import Session, TranscriptChunk
 from tests.servers import USERS, MakeServer, SMTPServer, note_mail_from, replying_authenticator
 
 pytestmark = [
@@ -68,9 +69,37 @@ def secret_forms(password: str) -> list[str]:
     return forms
 
 
+def stored_chunks() -> list[str]:
+    """Every transcript chunk's ``lines`` column as the database holds it: the JSON text,
+    read with a raw SELECT so that no model or field stands in between."""
+    table = db.ops.quote_name(TranscriptChunk._meta.db_table)
+    column = TranscriptChunk._meta.get_field("lines").column
+    assert column is not None
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT {db.ops.quote_name(column)} FROM {table}")
+        return [raw for (raw,) in cursor.fetchall()]
+
+
+def decoded_strings(raw: str) -> list[str]:
+    """Every string a chunk's JSON holds once decoded (each line's direction and text),
+    whatever escapes the encoder chose for it."""
+    return [value for line in json.loads(raw) for value in line if isinstance(value, str)]
+
+
+def json_forms(secret: str) -> set[str]:
+    """The ways a JSON encoder writes ``secret`` inside a string: as it is, and escaped
+    (non-ASCII as \\u escapes or not; quotes, backslashes and control characters)."""
+    return {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+
+
 def database_text() -> str:
     """Everything in the database as text: every row of every model, the serializer's
-    dump of each, and a raw SELECT of every table."""
+    dump of each, a raw SELECT of every table, and the transcript chunks' JSON decoded
+    (so that no escape in it hides a secret)."""
     chunks: list[str] = []
     for model in apps.get_models():
         rows = model._default_manager.all()
@@ -80,7 +109,24 @@ def database_text() -> str:
         for table in db.introspection.table_names(cursor):
             cursor.execute(f"SELECT * FROM {db.ops.quote_name(table)}")
             chunks.extend(repr(row) for row in cursor.fetchall())
+    for raw in stored_chunks():
+        chunks.append(raw)
+        chunks.extend(decoded_strings(raw))
     return "\n".join(chunks)
+
+
+def assert_no_secret_in_transcript(secrets: Iterable[str]) -> None:
+    """No form of any of ``secrets`` is in the stored transcript: neither in the chunks'
+    raw JSON text, in any way JSON writes it, nor in the lines decoded from it."""
+    raws = stored_chunks()
+    assert raws  # so the search below searched something
+    raw_text = "\n".join(raws)
+    decoded = "\n".join(text for raw in raws for text in decoded_strings(raw))
+    assert decoded  # the JSON held lines
+    for secret in secrets:
+        for form in json_forms(secret):
+            assert form not in raw_text, form
+        assert secret not in decoded, secret
 
 
 def assert_no_secret_stored(password: str) -> None:
@@ -88,10 +134,11 @@ def assert_no_secret_stored(password: str) -> None:
     stored = database_text()
     for form in secret_forms(password):
         assert form not in stored
+    assert_no_secret_in_transcript(secret_forms(password))
 
 
 def client_commands(session: Session) -> list[str]:
-    return list(session.lines.filter(direction="C").order_by("seq").values_list("text", flat=True))
+    return [line.text for line in session.transcript_lines() if line.direction == "C"]
 
 
 def auth_commands(session: Session) -> list[str]:
@@ -116,7 +163,9 @@ def test_auth_with_the_right_password_sends_and_stores_no_secret(
     session = Session.objects.get()
     assert session.status == "ok"
     assert auth_commands(session) == REDACTED_AUTH[mechanism]
-    assert session.lines.filter(direction="S", text__startswith="235").exists()
+    assert any(
+        line.direction == "S" and line.text.startswith("235") for line in session.transcript_lines()
+    )
     assert_no_secret_stored(PASSWORD)
 
 
@@ -157,12 +206,30 @@ def test_credentials_for_a_server_without_auth_are_not_supported(smtpd: SMTPServ
     assert_no_secret_stored(PASSWORD)
 
 
-def test_the_secret_search_would_find_a_leaked_password(make_smtpd: MakeServer) -> None:
-    """The search itself works: a transcript line holding the LOGIN password is found."""
+def json_escaped(text: str) -> str:
+    """``text`` as a JSON string with every character a \\u escape: valid JSON, decoded
+    as ``text``, and not one character of ``text`` left as it is."""
+    return '"' + "".join(f"\\u{ord(c):04x}" for c in text) + '"'
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["as-is", "json-escaped"])
+def test_the_secret_search_would_find_a_leaked_password(
+    make_smtpd: MakeServer, escaped: bool
+) -> None:
+    """The search itself works: a transcript line holding the LOGIN password is found,
+    in a chunk's stored JSON as it is, and when every character of it is escaped there
+    (found once decoded)."""
     server = auth_server(make_smtpd, "LOGIN")
     assert send(server, PASSWORD) == 1
-    session: Any = Session.objects.get()
+    session = Session.objects.get()
     leaked = base64.b64encode(PASSWORD.encode()).decode()
-    session.lines.filter(text="********").update(text=leaked)
+    [chunk] = TranscriptChunk.objects.filter(session=session, lines__contains='"********"')
+    written = json_escaped(leaked) if escaped else json.dumps(leaked)
+    chunk.lines = chunk.lines.replace('"********"', written, 1)
+    chunk.save(update_fields=["lines"])
+    assert leaked in [line.text for line in session.transcript_lines()]  # a real leak
+    assert (leaked in "\n".join(stored_chunks())) is not escaped
+    with pytest.raises(AssertionError):
+        assert_no_secret_in_transcript(secret_forms(PASSWORD))
     with pytest.raises(AssertionError):
         assert_no_secret_stored(PASSWORD)

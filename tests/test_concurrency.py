@@ -101,8 +101,10 @@ def assert_delivered_exactly_once(server: SMTPServer, expected: int) -> None:
 
 
 def assert_each_session_is_its_own(expected_sessions: int, expected_messages: int) -> list[Any]:
-    """Every session: its transcript numbered 1..n without a gap, and the recipients
-    and queue ids in its lines exactly those of its own message and recipient rows."""
+    """Every session: its transcript numbered 1..n without a gap, held in chunks that
+    follow one another without a gap or an overlap and add up to its line_count, and
+    the recipients and queue ids in its lines exactly those of its own message and
+    recipient rows."""
     from django_sockmail.models import Message, Recipient, Session
 
     sessions = list(Session.objects.order_by("id"))
@@ -111,8 +113,17 @@ def assert_each_session_is_its_own(expected_sessions: int, expected_messages: in
     assert Recipient.objects.count() == 2 * expected_messages
     for session in sessions:
         assert session.status == "ok", session.error
-        lines = list(session.lines.order_by("seq").values_list("seq", "direction", "text"))
+        lines = [(x.seq, x.direction, x.text) for x in session.transcript_lines()]
         assert [seq for seq, _, _ in lines] == list(range(1, len(lines) + 1))
+        assert session.line_count == len(lines)
+        # The chunks that hold them follow one another: each begins where the last ended.
+        chunks = list(session.chunks.order_by("first_seq").values_list("first_seq", "line_count"))
+        assert chunks, "a session without a transcript"
+        expected_first = 1
+        for first_seq, line_count in chunks:
+            assert (first_seq, line_count > 0) == (expected_first, True)
+            expected_first = first_seq + line_count
+        assert sum(count for _, count in chunks) == session.line_count
         # The recipients of each transaction (MAIL FROM .. the next), in order.
         in_transcript: list[set[str]] = []
         for _, direction, text in lines:

@@ -128,9 +128,9 @@ def wire(session: Session) -> list[str]:
     """What was said, in order, from the first MAIL on: "C: …", "S: …", and "D: <subject>"
     for a message's content."""
     lines = [
-        _line(direction, text)
-        for direction, text in session.lines.order_by("seq").values_list("direction", "text")
-        if direction in "CSD"
+        _line(line.direction, line.text)
+        for line in session.transcript_lines()
+        if line.direction in "CSD"
     ]
     first_mail = next((i for i, line in enumerate(lines) if line.startswith("C: MAIL")), None)
     return lines[first_mail:] if first_mail is not None else lines
@@ -141,14 +141,16 @@ def check_failed_session(session: Session, error: SMTPError) -> None:
     the last thing that happened."""
     assert session.status == ("timeout" if isinstance(error, TimeoutError) else "failed")
     assert session.error == f"{type(error).__name__}: {error}"
-    last = list(session.lines.order_by("-seq").values_list("direction", "text")[:2])
-    assert last == [("*", "connection closed"), ("*", f"error: {session.error}")]
+    lines = session.transcript_lines()
+    assert len(lines) == session.line_count
+    last = [(line.direction, line.text) for line in lines[-2:]]
+    assert last == [("*", f"error: {session.error}"), ("*", "connection closed")]
 
 
 def waited(session: Session) -> float:
     """Seconds from the last thing said to the error, as the transcript timed them: how
     long the client waited before it gave up (the database's time not counted)."""
-    lines = list(session.lines.order_by("seq").values_list("direction", "text", "offset_ms"))
+    lines = [(line.direction, line.text, line.offset_ms) for line in session.transcript_lines()]
     error = next(ms for d, text, ms in reversed(lines) if d == "*" and text.startswith("error:"))
     said = next(ms for d, _, ms in reversed(lines) if d in "CSD")
     return (error - said) / 1000
@@ -228,7 +230,10 @@ def sink() -> Iterator[Callable[..., SMTPSink]]:
 
 
 def offers_pipelining(session: Session) -> bool:
-    return session.lines.filter(direction="S", text="250-PIPELINING").exists()
+    return any(
+        line.direction == "S" and line.text == "250-PIPELINING"
+        for line in session.transcript_lines()
+    )
 
 
 REFUSALS = {  # -f / -r: code, enhanced status, status

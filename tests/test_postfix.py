@@ -139,11 +139,11 @@ def send(postfix: Any, messages: list[EmailMessage], **kwargs: Any) -> int:
 
 
 def client_commands(session: Session) -> list[str]:
-    return [line.text for line in session.lines.filter(direction="C")]
+    return [line.text for line in session.transcript_lines() if line.direction == "C"]
 
 
 def server_lines(session: Session) -> list[str]:
-    return [line.text for line in session.lines.filter(direction="S")]
+    return [line.text for line in session.transcript_lines() if line.direction == "S"]
 
 
 @pytest.mark.parametrize("chunking", [True, False], ids=["BDAT", "DATA"])

@@ -98,8 +98,8 @@ def probe(*args: str, stdout: StringIO | None = None, **options: Any) -> Probe:
 def recorded_lines(session: Session) -> list[str]:
     """The session's transcript in the database, in the form the probe prints."""
     return [
-        f"* {text}" if direction == "*" else f"{direction}: {text}"
-        for direction, text in session.lines.order_by("seq").values_list("direction", "text")
+        f"* {line.text}" if line.direction == "*" else f"{line.direction}: {line.text}"
+        for line in session.transcript_lines()
     ]
 
 

@@ -1,5 +1,5 @@
 """manage.py sockmail_purge: old sessions go with their messages, recipients and
-transcript lines, a bounded batch at a time; newer sessions stay; no age, no purge."""
+transcript chunks, a bounded batch at a time; newer sessions stay; no age, no purge."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone as django_timezone
 from pytest_django import DjangoAssertNumQueries
 
+from django_sockmail import recorder
 from django_sockmail.management.commands import sockmail_purge
-from django_sockmail.models import Message, Recipient, Session, TranscriptLine
+from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.recorder import record
 from django_sockmail.transcript import Line
 from tests.test_recorder import CONVERSATION, make_transcript, sent_message
@@ -45,20 +46,29 @@ def purge(*args: str, **options: Any) -> str:
     return out.getvalue()
 
 
-def rows() -> tuple[int, int, int, int]:
+def rows() -> tuple[int, int, int, int, int]:
+    """Sessions, messages, recipients, transcript chunks, and the transcript lines the
+    chunks hold (decoded, not taken from any count)."""
     return (
         Session.objects.count(),
         Message.objects.count(),
         Recipient.objects.count(),
-        TranscriptLine.objects.count(),
+        TranscriptChunk.objects.count(),
+        sum(len(chunk.decoded()) for chunk in TranscriptChunk.objects.all()),
     )
 
 
+def chunks_of(*sessions: Session) -> set[int]:
+    return set(TranscriptChunk.objects.filter(session__in=sessions).values_list("pk", flat=True))
+
+
 def test_old_sessions_go_with_their_children_and_newer_ones_stay_whole() -> None:
-    recorded(timedelta(days=40))
-    recorded(timedelta(days=31))
+    old = [recorded(timedelta(days=40)), recorded(timedelta(days=31))]
     at_cutoff = recorded(timedelta(days=30))
     new = recorded(timedelta(days=1))
+    kept_chunks = chunks_of(at_cutoff, new)
+    assert len(chunks_of(*old)) == len(kept_chunks) == 2  # a short transcript: a chunk
+    assert rows() == (4, 8, 12, 4, 4 * LINES)
 
     output = purge("--older-than", "30d")
 
@@ -67,16 +77,23 @@ def test_old_sessions_go_with_their_children_and_newer_ones_stay_whole() -> None
         "older than 2026-10-27 12:00:00 UTC.\n"
     )
     assert set(Session.objects.values_list("pk", flat=True)) == {at_cutoff.pk, new.pk}
+    assert not TranscriptChunk.objects.filter(session_id__in=[s.pk for s in old]).exists()
+    assert chunks_of(at_cutoff, new) == kept_chunks  # the very rows, untouched
     for kept in (at_cutoff, new):
         assert kept.messages.count() == 2
         assert Recipient.objects.filter(message__session=kept).count() == 3
-        assert kept.lines.count() == LINES
-    assert rows() == (2, 4, 6, 2 * LINES)  # nothing orphaned
+        kept.refresh_from_db()
+        assert kept.line_count == LINES
+        lines = kept.transcript_lines()
+        assert [(line.direction, line.text) for line in lines] == CONVERSATION
+        assert [line.seq for line in lines] == list(range(1, LINES + 1))
+    assert rows() == (2, 4, 6, 2, 2 * LINES)  # nothing orphaned
 
 
 def test_the_report_counts_in_thousands_and_says_one_session() -> None:
     lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(1200)]
     recorded(timedelta(days=40), lines=lines, messages=[sent_message()])
+    assert rows() == (1, 1, 1, 2, 1200)  # the lines in two chunks: 1,200 counted, not 2
 
     output = purge("--older-than=30d")
 
@@ -84,13 +101,12 @@ def test_the_report_counts_in_thousands_and_says_one_session() -> None:
         "Deleted 1 session (1 message, 1 recipient, 1,200 transcript lines) "
         "older than 2026-10-27 12:00:00 UTC.\n"
     )
-    assert rows() == (0, 0, 0, 0)
+    assert rows() == (0, 0, 0, 0, 0)
 
 
 def test_dry_run_counts_and_deletes_nothing() -> None:
-    recorded(timedelta(days=40))
-    recorded(timedelta(days=35))
-    recorded(timedelta(days=1))
+    sessions = [recorded(timedelta(days=days)) for days in (40, 35, 1)]
+    chunks = chunks_of(*sessions)
 
     output = purge("--older-than", "30d", "--dry-run")
 
@@ -98,7 +114,23 @@ def test_dry_run_counts_and_deletes_nothing() -> None:
         f"Would delete 2 sessions (4 messages, 6 recipients, {2 * LINES} transcript lines) "
         "older than 2026-10-27 12:00:00 UTC.\n"
     )
-    assert rows() == (3, 6, 9, 3 * LINES)
+    assert rows() == (3, 6, 9, 3, 3 * LINES)
+    assert chunks_of(*sessions) == chunks
+
+
+def test_dry_run_counts_the_lines_not_the_chunks() -> None:
+    lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(2500)]
+    recorded(timedelta(days=40), lines=lines, messages=[sent_message()])
+    recorded(timedelta(days=35))
+    assert rows()[3:] == (4, 2500 + LINES)  # 1,000 + 1,000 + 500 lines, and one chunk
+
+    output = purge("--older-than", "30d", "--dry-run")
+
+    assert output == (
+        f"Would delete 2 sessions (3 messages, 4 recipients, {2500 + LINES:,} transcript "
+        "lines) older than 2026-10-27 12:00:00 UTC.\n"
+    )
+    assert rows() == (2, 3, 4, 4, 2500 + LINES)
 
 
 def test_batches_of_two_delete_five_sessions_in_three_batches() -> None:
@@ -116,6 +148,8 @@ def test_batches_of_two_delete_five_sessions_in_three_batches() -> None:
     ]
     assert output.splitlines()[-1].startswith("Deleted 5 sessions (10 messages, 15 recipients")
     assert list(Session.objects.values_list("pk", flat=True)) == [new.pk]
+    assert rows() == (1, 2, 3, 1, LINES)
+    assert set(TranscriptChunk.objects.values_list("session_id", flat=True)) == {new.pk}
 
 
 def test_batches_go_oldest_first_and_hold_at_most_the_batch_size(
@@ -138,23 +172,69 @@ def test_batches_go_oldest_first_and_hold_at_most_the_batch_size(
     assert not Session.objects.exists()
 
 
+def chunk_deletes(queries: list[dict[str, Any]]) -> int:
+    table = TranscriptChunk._meta.db_table
+    return sum(q["sql"].startswith("DELETE") and table in q["sql"].split()[2] for q in queries)
+
+
 def test_a_batch_takes_the_same_queries_however_much_it_deletes(
-    django_assert_num_queries: DjangoAssertNumQueries,
+    django_assert_num_queries: DjangoAssertNumQueries, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    assert rows() == (1, 1, 1, 1, 1)
     with CaptureQueriesContext(connection) as small:
         purge("--older-than", "30d")
-    assert rows() == (0, 0, 0, 0)
+    assert rows() == (0, 0, 0, 0, 0)
+    assert chunk_deletes(small.captured_queries) == 1
 
-    # More sessions in the batch, and more messages than SQLite's 500 ids per DELETE.
+    # More sessions in the batch, more messages than SQLite's 500 ids per DELETE, and
+    # many chunks to each session (small ones, so that there are hundreds).
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 2)
     many_lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(300)]
     for days in range(40, 43):
         recorded(timedelta(days=days), messages=[sent_message()] * 200, lines=many_lines)
-    with django_assert_num_queries(len(small.captured_queries)):
+    assert rows() == (3, 600, 600, 450, 900)
+    with django_assert_num_queries(len(small.captured_queries)) as large:
         output = purge("--older-than", "30d")
 
     assert "Deleted 3 sessions (600 messages, 600 recipients, 900 transcript lines)" in output
-    assert rows() == (0, 0, 0, 0)
+    assert rows() == (0, 0, 0, 0, 0)
+    assert chunk_deletes(large.captured_queries) == 1  # one DELETE for all 450 chunks
+
+
+def statements(queries: list[dict[str, Any]]) -> list[str]:
+    """The first word of each query that reads or deletes (not the transaction's own)."""
+    words = (q["sql"].split(None, 1)[0].upper() for q in queries)
+    return [word for word in words if word in ("SELECT", "DELETE")]
+
+
+def test_each_batch_takes_the_same_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of one session, a small one and large ones (hundreds of chunks): each
+    batch adds the same queries, the ids, the line count and a DELETE per table."""
+    with CaptureQueriesContext(connection) as nothing:
+        purge("--older-than", "30d", "--batch-size", "1")
+    recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    with CaptureQueriesContext(connection) as one:
+        purge("--older-than", "30d", "--batch-size", "1")
+    per_batch = len(one.captured_queries) - len(nothing.captured_queries)
+    batch = ["SELECT", "SELECT", *["DELETE"] * 4]  # the ids, the lines; a table each
+    assert statements(nothing.captured_queries) == ["SELECT"]  # no ids: done
+    assert statements(one.captured_queries) == [*batch, "SELECT"]
+
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 3)
+    many_lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(600)]
+    recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    recorded(timedelta(days=41), messages=[sent_message()] * 50, lines=many_lines)
+    recorded(timedelta(days=42), messages=[sent_message()] * 100, lines=many_lines * 2)
+    assert rows()[3:] == (1 + 200 + 400, 1 + 600 + 1200)
+    with CaptureQueriesContext(connection) as three:
+        output = purge("--older-than", "30d", "--batch-size", "1")
+
+    assert "Deleted 3 sessions (151 messages, 151 recipients, 1,801 transcript lines)" in output
+    assert rows() == (0, 0, 0, 0, 0)
+    assert len(three.captured_queries) == len(nothing.captured_queries) + 3 * per_batch
+    assert statements(three.captured_queries) == [*batch * 3, "SELECT"]
+    assert chunk_deletes(three.captured_queries) == 3
 
 
 @pytest.mark.parametrize(

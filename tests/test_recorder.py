@@ -1,6 +1,6 @@
 """recorder.record(): a finished Transcript becomes Session, Message, Recipient and
-TranscriptLine rows, in one transaction, in a few queries per thousand rows, holding
-little memory, never raising."""
+TranscriptChunk rows (a thousand transcript lines to a chunk), in one transaction, in a
+few queries per thousand rows, holding little memory, never raising."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from pytest_django import Settings
 
 from django_sockmail import recorder
-from django_sockmail.models import Message, Recipient, Session, TranscriptLine
+from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.recorder import record
 from django_sockmail.smtp import results
 from django_sockmail.smtp.events import TLSInfo
@@ -218,13 +218,37 @@ def test_lines_keep_their_order_direction_text_and_offset() -> None:
     session = record(make_transcript())
 
     assert session is not None
-    lines = list(TranscriptLine.objects.filter(session=session).order_by("seq"))
+    stored = Session.objects.get()
+    lines = stored.transcript_lines()
     assert [(line.direction, line.text) for line in lines] == CONVERSATION
     assert [line.seq for line in lines] == list(range(1, len(CONVERSATION) + 1))
-    assert [line.offset_ms for line in lines] == pytest.approx(
-        [i * 12.5 for i in range(len(CONVERSATION))]
-    )
+    assert [line.offset_ms for line in lines] == [i * 12.5 for i in range(len(CONVERSATION))]
     assert "AUTH PLAIN [credentials redacted]" in [line.text for line in lines]
+    assert stored.line_count == len(CONVERSATION)
+    # A short transcript is one chunk: the lines 1 .. n, as the session reads them.
+    [chunk] = TranscriptChunk.objects.filter(session=stored)
+    assert (chunk.first_seq, chunk.line_count) == (1, len(CONVERSATION))
+    assert chunk.decoded() == lines
+
+
+def test_offsets_are_kept_to_the_microsecond() -> None:
+    offsets = [0.0, 0.0000004, 0.0000006, 0.0125, 1.2345674, 1.2345676, 86_399.9999994]
+    transcript = make_transcript(lines=[Line(s, "*", f"at {s}") for s in offsets])
+
+    session = record(transcript)
+
+    assert session is not None
+    stored = Session.objects.get().transcript_lines()
+    assert [line.offset_ms for line in stored] == [
+        0.0,
+        0.0,
+        0.001,
+        12.5,
+        1234.567,
+        1234.568,
+        86_399_999.999,
+    ]
+    assert [line.text for line in stored] == [f"at {s}" for s in offsets]
 
 
 def test_messages_and_recipients_are_stored_in_order() -> None:
@@ -350,25 +374,52 @@ def long_session(messages: int, lines: int) -> Transcript:
     return transcript
 
 
+def chunk_queries(transcript: Transcript) -> int:
+    """How many of the queries recording ``transcript`` takes write transcript chunks."""
+    table = TranscriptChunk._meta.db_table
+    with CaptureQueriesContext(connection) as captured:
+        assert record(transcript) is not None
+    return sum(table in query["sql"] for query in captured)
+
+
 def test_the_number_of_queries_grows_only_by_chunks_of_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(recorder, "ROWS_PER_QUERY", 10)
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 10)
     fewest = queries(long_session(messages=1, lines=1))
 
-    assert queries(long_session(messages=10, lines=10)) == fewest
+    # Ten chunks of ten lines are ten rows: one query, as one line is.
+    assert queries(long_session(messages=10, lines=100)) == fewest
     assert queries(long_session(messages=0, lines=0)) == fewest - 4  # no rows, no query
-    # A chunk of lines more is one query more; a chunk of messages more is three: their
-    # insert, the query for their ids, the insert of their recipients.
-    assert queries(long_session(messages=10, lines=11)) == fewest + 1
-    assert queries(long_session(messages=11, lines=10)) == fewest + 3
-    assert queries(long_session(messages=25, lines=35)) == fewest + 2 * 3 + 3
+    # A query's worth of chunks more is one query more; a chunk of messages more is
+    # three: their insert, the query for their ids, the insert of their recipients.
+    assert queries(long_session(messages=10, lines=101)) == fewest + 1
+    assert queries(long_session(messages=11, lines=100)) == fewest + 3
+    assert queries(long_session(messages=25, lines=350)) == fewest + 2 * 3 + 3
+    assert chunk_queries(long_session(messages=1, lines=350)) == 4  # 35 chunks
+    assert chunk_queries(long_session(messages=1, lines=0)) == 0
+
+
+def test_a_long_transcript_is_a_few_chunks_in_one_query() -> None:
+    assert recorder.LINES_PER_CHUNK == 1000
+    assert chunk_queries(long_session(messages=1, lines=20_000)) == 1  # one INSERT or COPY
+
+    session = Session.objects.get()
+    assert session.line_count == 20_000
+    chunks = list(session.chunks.order_by("first_seq").values_list("first_seq", "line_count"))
+    assert chunks == [(1 + 1000 * n, 1000) for n in range(20)]
+    lines = session.transcript_lines()
+    assert [(line.seq, line.text) for line in lines] == [
+        (i, f"250-line {i}") for i in range(1, 20_001)
+    ]
 
 
 def test_rows_written_in_chunks_keep_their_order_and_their_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(recorder, "ROWS_PER_QUERY", 10)
+    monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 3)  # 12 chunks: two queries
 
     session = record(long_session(messages=25, lines=35))
 
@@ -383,13 +434,19 @@ def test_rows_written_in_chunks_keep_their_order_and_their_message(
     assert list(Recipient.objects.order_by("id").values_list("address", flat=True)) == [
         f"r{i}@example.net" for i in range(1, 26)
     ]
-    assert list(session.lines.order_by("seq").values_list("seq", "text")) == [
+    assert [(line.seq, line.text) for line in session.transcript_lines()] == [
         (i, f"250-line {i}") for i in range(1, 36)
+    ]
+    assert list(TranscriptChunk.objects.order_by("id").values_list("first_seq", "line_count")) == [
+        *((seq, 3) for seq in range(1, 34, 3)),
+        (34, 2),
     ]
 
 
 def test_recording_holds_only_a_chunk_of_rows_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recorder, "ROWS_PER_QUERY", 100)
+    # About three chunks' JSON (30 kB each) to a query, so a query holds a tenth of it.
+    monkeypatch.setattr(recorder, "TEXT_PER_QUERY", 100_000)
     transcript = long_session(messages=2000, lines=20_000)
 
     tracemalloc.start()
@@ -401,7 +458,8 @@ def test_recording_holds_only_a_chunk_of_rows_at_once(monkeypatch: pytest.Monkey
         tracemalloc.stop()
 
     assert peak - start < 1_000_000  # the rows of the whole session take about 5 MB
-    assert TranscriptLine.objects.count() == 20_000
+    assert Session.objects.get().line_count == 20_000
+    assert TranscriptChunk.objects.count() == 20
 
 
 def test_long_texts_go_fewer_to_a_query(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -411,21 +469,25 @@ def test_long_texts_go_fewer_to_a_query(monkeypatch: pytest.MonkeyPatch) -> None
     long = long_session(messages=1, lines=0)
     long.lines = [Line(0.001 * i, "D", f"{i}" * 600) for i in range(1, 5)]
 
-    assert queries(long) == short + 3  # one line to a query
+    assert queries(long) == short + 3  # one line to a chunk, one chunk to a query
 
     session = Session.objects.latest("id")
-    assert list(session.lines.order_by("seq").values_list("text", flat=True)) == [
-        f"{i}" * 600 for i in range(1, 5)
+    assert [line.text for line in session.transcript_lines()] == [f"{i}" * 600 for i in range(1, 5)]
+    assert list(session.chunks.order_by("first_seq").values_list("first_seq", "line_count")) == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (4, 1),
     ]
 
 
 def test_a_database_error_is_logged_and_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def fail(*args: object) -> None:  # the last of the writes: the transcript lines
+    def fail(*args: object) -> None:  # the last of the writes: the transcript chunks
         raise DatabaseError("disk I/O error")
 
-    monkeypatch.setattr(recorder, "_insert_lines", fail)
+    monkeypatch.setattr(recorder, "_insert_chunks", fail)
 
     with caplog.at_level(logging.ERROR, logger="django_sockmail"):
         assert record(make_transcript()) is None
@@ -503,8 +565,11 @@ def test_hostile_text_is_made_storable() -> None:
     assert message.queue_id == long_queue_id[:queue_id_length]
     assert message.subject == "x" * subject_length
     assert Session.objects.get().tls_version == ("TLSv1.3" * 20)[:32]
-    assert "\x00" not in TranscriptLine.objects.get().text
-    assert TranscriptLine.objects.get().text == "220 evil\ufffdserver"
+    # The transcript's JSON escapes a NUL (\u0000), which every database stores, so the
+    # line reads back exactly as the server sent it; the columns of their own get U+FFFD.
+    assert Session.objects.get().transcript_lines()[0].text == "220 evil\x00server"
+    stored_json = TranscriptChunk.objects.get().lines
+    assert "\x00" not in stored_json and "\\u0000" in stored_json
     assert Recipient.objects.get().reply_text == "2.1.5 Ok\ufffd"
 
 
@@ -534,4 +599,5 @@ def test_models_describe_themselves(settings: Settings) -> None:
         "carol@example.net (accepted)",
         "nobody@example.net (refused)",
     ]
-    assert str(stored.lines.first()) == "*: connecting to mail.example.com port 587"
+    assert str(stored.transcript_lines()[0]) == "*: connecting to mail.example.com port 587"
+    assert str(stored.chunks.get()) == f"lines 1 to {len(CONVERSATION)} of session {stored.pk}"

@@ -22,7 +22,7 @@ from django_sockmail.models import Session
 from django_sockmail.smtp import client as smtp_client
 from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.servers import Conversation, SMTPServer, authenticator, backend_for, server_context
-from tests.test_auth import database_text, secret_forms
+from tests.test_auth import assert_no_secret_in_transcript, database_text, secret_forms
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,6 +108,10 @@ def test_xoauth2_token_comes_fresh_from_the_callable_in_settings(
     assert second.endswith(f"{TOKEN}-2\x01\x01".encode())
     stored = database_text()
     assert TOKEN not in stored and "AUTH XOAUTH2 ********" in stored
+    for session in Session.objects.all():
+        commands = [line.text for line in session.transcript_lines() if line.direction == "C"]
+        assert "AUTH XOAUTH2 ********" in commands
+    assert_no_secret_in_transcript(secret_forms(TOKEN))
 
 
 def test_xoauth2_refused_token(scripted: Any, token_source: Callable[[str], str]) -> None:
@@ -128,9 +132,9 @@ def test_a_pinned_mechanism_is_used_even_when_a_stronger_is_offered(make_smtpd: 
     server = make_smtpd(authenticator=authenticator, auth_require_tls=False)
     with override_settings(SOCKMAIL={"AUTH_MECHANISM": "LOGIN"}):
         backend_for(server, username=USER, password=PASSWORD).send_messages([message()])
-    commands = list(
-        Session.objects.get().lines.filter(direction="C").values_list("text", flat=True)
-    )
+    commands = [
+        line.text for line in Session.objects.get().transcript_lines() if line.direction == "C"
+    ]
     assert "AUTH LOGIN" in commands and not any(c.startswith("AUTH PLAIN") for c in commands)
 
 
@@ -147,7 +151,10 @@ def test_cleartext_auth_off_loopback_is_refused_before_any_secret_is_sent(
     with pytest.raises(smtplib.SMTPNotSupportedError, match="unencrypted"):
         backend_for(server, username=USER, password=PASSWORD).send_messages([message()])
     session = Session.objects.get()
-    assert not session.lines.filter(direction="C", text__startswith="AUTH").exists()
+    lines = session.transcript_lines()
+    assert lines and not any(
+        line.direction == "C" and line.text.startswith("AUTH") for line in lines
+    )
     assert session.status == "failed" and server.messages == []
 
 
@@ -245,7 +252,7 @@ def test_skipping_verification_is_possible_loud_and_recorded(
     assert any("verification is OFF" in r.getMessage() for r in caplog.records)
     latest = Session.objects.order_by("-id").first()
     assert latest is not None
-    assert latest.lines.filter(text__contains="verification is disabled").exists()
+    assert any("verification is disabled" in line.text for line in latest.transcript_lines())
 
 
 # Secrets, everywhere
@@ -288,8 +295,15 @@ def test_no_secret_in_database_logs_exceptions_or_reprs(
         ]
     )
     assert Session.objects.exists()
-    for secret in [*secret_forms(PASSWORD), TOKEN, base64.b64encode(TOKEN.encode()).decode()]:
+    secrets = [
+        *secret_forms(PASSWORD),
+        *secret_forms(TOKEN),
+        base64.b64encode(TOKEN.encode()).decode(),
+    ]
+    for secret in secrets:
         assert secret not in exposed, secret
+    # The transcript as stored: each chunk's JSON text, and the lines decoded from it.
+    assert_no_secret_in_transcript(secrets)
 
 
 # Hostile servers: replies that would exhaust memory, or are not SMTP at all
@@ -338,7 +352,8 @@ def test_hostile_replies_end_in_a_protocol_error_and_a_record(
     session = Session.objects.get()
     assert session.status == "failed" and "SMTPProtocolError" in session.error
     # What was kept of the flood is bounded by the parser's limits.
-    assert sum(len(line.text) for line in session.lines.all()) < 300_000
+    assert sum(len(line.text) for line in session.transcript_lines()) < 300_000
+    assert sum(len(chunk.lines) for chunk in session.chunks.all()) < 300_000
     assert not any(line.startswith(b"MAIL") for line in server.lines)
 
 

@@ -46,7 +46,7 @@ def send(server: SMTPServer | ScriptedServer, **kwargs: Any) -> int:
 
 
 def transcript(session: Session) -> list[tuple[str, str]]:
-    return list(session.lines.order_by("seq").values_list("direction", "text"))
+    return [(line.direction, line.text) for line in session.transcript_lines()]
 
 
 def client_commands(session: Session) -> list[str]:

@@ -14,10 +14,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import router, transaction
+from django.db.models import Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from django_sockmail.conf import conf
-from django_sockmail.models import Message, Recipient, Session, TranscriptLine
+from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 
 _AGE = re.compile(r"(-?\d+(?:\.\d+)?)([smhdw]?)")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
@@ -154,10 +156,12 @@ def _delete(ids: list[int], using: str) -> Removed:
     SQLite); with the children already gone explicitly there is nothing to cascade.
     Like Django's own fast deletes, this sends no pre_delete/post_delete signals.
     """
+    doomed = Session.objects.using(using).filter(pk__in=ids)
+    lines = doomed.aggregate(lines=Coalesce(Sum("line_count"), 0))["lines"]  # a chunk holds many
     recipients = Recipient.objects.filter(message__session_id__in=ids)._raw_delete(using)
     messages = Message.objects.filter(session_id__in=ids)._raw_delete(using)
-    lines = TranscriptLine.objects.filter(session_id__in=ids)._raw_delete(using)
-    sessions = Session.objects.filter(pk__in=ids)._raw_delete(using)
+    TranscriptChunk.objects.filter(session_id__in=ids)._raw_delete(using)
+    sessions = doomed._raw_delete(using)
     return Removed(sessions, messages, recipients, lines)
 
 
@@ -169,7 +173,9 @@ def _count(cutoff: datetime, using: str) -> Removed:
         recipients=Recipient.objects.using(using)
         .filter(message__session__started_at__lt=cutoff)
         .count(),
-        lines=TranscriptLine.objects.using(using).filter(session__started_at__lt=cutoff).count(),
+        lines=Session.objects.using(using)
+        .filter(started_at__lt=cutoff)
+        .aggregate(lines=Coalesce(Sum("line_count"), 0))["lines"],
     )
 
 

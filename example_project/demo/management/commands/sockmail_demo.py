@@ -146,7 +146,7 @@ class Command(BaseCommand):
     def _print_sessions(self, sessions: QuerySet[Session]) -> None:
         self.stdout.write("")
         self.stdout.write(self.style.MIGRATE_HEADING("Recorded SMTP sessions"))
-        for session in sessions.prefetch_related("lines", "messages__recipients"):
+        for session in sessions.prefetch_related("messages__recipients"):
             self.stdout.write("")
             self.stdout.write(
                 self.style.SUCCESS(f"Session {session.pk}: {session}")
@@ -154,7 +154,7 @@ class Command(BaseCommand):
             )
             if session.error:
                 self.stdout.write(self.style.ERROR(f"  {session.error}"))
-            for line in session.lines.all():
+            for line in session.iter_transcript_lines():
                 text = line.text
                 if line.direction == TranscriptLine.Direction.CONTENT:
                     # The header block is in the admin; here only its last line, the size.
