@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_sockmail import admin as sockmail_admin
-from django_sockmail import recorder
+from django_sockmail import models, recorder
 from django_sockmail.models import (
     Message,
     Recipient,
@@ -332,7 +332,10 @@ def test_the_transcript_is_read_through_the_chunk_index(
     assert text.endswith("+48.750ms S: 221 2.0.0 Bye\n")
     assert [line.seq for line in later] == [10, 11]
     reads = [q["sql"] for q in queries.captured_queries if "sockmail_transcriptchunk" in q["sql"]]
-    assert len(reads) == 4, reads  # the page, the download, the chunk holding 10 and on
+    # The page and the download: the four chunks (CHUNKS_PER_QUERY), then a query that
+    # finds no more; lines 10 and 11: the chunk holding line 10, then its batch.
+    assert models.CHUNKS_PER_QUERY == 4
+    assert len(reads) == 6, reads
     for sql in reads:
         used = explain(sql)
         assert not [u for u in used if u[0] == "Seq Scan"], (sql, used)
