@@ -228,14 +228,13 @@ class Message(_ExpressionIndexes, ServerReply):
     envelope_from = models.CharField(
         "envelope sender", max_length=_ADDRESS_LENGTH, blank=True, help_text="Empty for <>."
     )
-    message_id = models.CharField("Message-ID", max_length=_ID_LENGTH, blank=True, db_index=True)
+    message_id = models.CharField("Message-ID", max_length=_ID_LENGTH, blank=True)
     subject = models.CharField(max_length=998, blank=True)
     size = models.PositiveIntegerField(help_text="Bytes of content, as sent.", default=0)
     sha256 = models.CharField(
         "SHA-256",
         max_length=64,
         blank=True,
-        db_index=True,
         help_text="Of the content as sent, whatever of it is stored.",
     )
     content_mode = models.CharField(
@@ -249,7 +248,7 @@ class Message(_ExpressionIndexes, ServerReply):
     )
     headers = models.TextField(blank=True)
     status = models.CharField(max_length=8, choices=Status.choices)
-    queue_id = models.CharField("queue id", max_length=_ID_LENGTH, blank=True, db_index=True)
+    queue_id = models.CharField("queue id", max_length=_ID_LENGTH, blank=True)
     error = models.TextField(blank=True)
     recipient_count = models.PositiveIntegerField("recipients", default=0)
 
@@ -261,9 +260,13 @@ class Message(_ExpressionIndexes, ServerReply):
                 fields=("session", "position"), name="django_sockmail_message_position"
             ),
         )
-        # What the admin filters and searches by (message_id and queue_id have their
-        # field indexes). The admin lists messages newest (highest id) first.
+        # What the admin filters and searches by; it lists messages newest (highest id)
+        # first. Plain indexes rather than db_index=True: on PostgreSQL that adds a
+        # second (pattern-ops) index to each, for LIKE searches nothing here makes.
         indexes = (
+            models.Index(fields=("message_id",), name="sockmail_message_msgid_idx"),
+            models.Index(fields=("queue_id",), name="sockmail_message_queue_id_idx"),
+            models.Index(fields=("sha256",), name="sockmail_message_sha256_idx"),
             models.Index(fields=("status", "-id"), name="sockmail_message_status_idx"),
             models.Index(Upper("envelope_from"), name="sockmail_message_sender_idx"),
             TextPatternIndex(Upper(subject_key()), name="sockmail_message_subject_idx"),
@@ -278,14 +281,17 @@ class Recipient(_ExpressionIndexes, ServerReply):
     """One envelope recipient of a message and the server's reply to its RCPT."""
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
-    address = models.CharField(max_length=_ADDRESS_LENGTH, db_index=True)
+    address = models.CharField(max_length=_ADDRESS_LENGTH)
     accepted = models.BooleanField(default=False)
 
     class Meta:
         ordering = ("id",)
         # The address is searched case-insensitively: UPPER(address) on PostgreSQL
-        # (the field's plain index serves MariaDB's case-insensitive collation).
-        indexes = (models.Index(Upper("address"), name="sockmail_recipient_address_idx"),)
+        # (the plain index serves MariaDB's case-insensitive collation).
+        indexes = (
+            models.Index(fields=("address",), name="sockmail_recipient_plain_idx"),
+            models.Index(Upper("address"), name="sockmail_recipient_address_idx"),
+        )
 
     def __str__(self) -> str:
         verdict = "accepted" if self.accepted else "refused"

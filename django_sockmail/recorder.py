@@ -186,21 +186,33 @@ def _insert_chunks(cursor: CursorWrapper, session_id: int, transcript: Transcrip
 
 def _chunk_rows(session_id: int, transcript: Transcript) -> Iterator[_Row]:
     """``(session, first_seq, line_count, lines)`` of each chunk: LINES_PER_CHUNK lines,
-    fewer once their text reaches TEXT_PER_QUERY (a chunk takes one line at least),
+    fewer where their text would pass TEXT_PER_QUERY (a chunk takes one line at least),
     as a JSON array of ``[offset_ms, direction, text]``: the offset in milliseconds to
-    the microsecond; JSON escapes what a database would refuse (NUL)."""
+    the microsecond; JSON escapes what a database would refuse (NUL). Made a column at
+    a time, LINES_PER_CHUNK lines at a time: no Python code runs per line."""
+    lines = transcript.lines
     first_seq = transcript.lines_written + 1
-    chunk: list[tuple[float, str, str]] = []
-    size = 0
-    for offset, direction, text in transcript.lines.rows():
-        if chunk and (len(chunk) >= LINES_PER_CHUNK or size + len(text) > TEXT_PER_QUERY):
-            yield session_id, first_seq, len(chunk), _json(chunk)
-            first_seq += len(chunk)
-            chunk, size = [], 0
-        chunk.append((int(offset * 1e6 + 0.5) / 1e3, direction, text))
+    for start in range(0, len(lines), LINES_PER_CHUNK):
+        offsets, directions, texts = lines.columns(start, start + LINES_PER_CHUNK)
+        offsets_ms = [int(offset * 1e6 + 0.5) / 1e3 for offset in offsets]
+        for a, b in _text_spans(texts):
+            rows = list(zip(offsets_ms[a:b], directions[a:b], texts[a:b], strict=True))
+            yield session_id, first_seq + start + a, b - a, _json(rows)
+
+
+def _text_spans(texts: list[str]) -> Iterator[tuple[int, int]]:
+    """Cut ``texts`` into runs of at most TEXT_PER_QUERY characters (a run takes one
+    text at least): one run, nearly always."""
+    if sum(map(len, texts)) <= TEXT_PER_QUERY:
+        yield 0, len(texts)
+        return
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        if i > start and size + len(text) > TEXT_PER_QUERY:
+            yield start, i
+            start, size = i, 0
         size += len(text)
-    if chunk:
-        yield session_id, first_seq, len(chunk), _json(chunk)
+    yield start, len(texts)
 
 
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode

@@ -118,6 +118,12 @@ class Lines(Sequence[Line]):
         """``(offset, direction, text)`` of each line, without a :class:`Line` each."""
         return zip(self._offsets, self._directions, map(_text, self._texts), strict=True)
 
+    def columns(self, start: int, stop: int) -> tuple[array[float], list[str], list[str]]:
+        """The offsets, directions and texts of lines ``start`` to ``stop``, column by
+        column: what a writer that works a column at a time takes."""
+        texts = list(map(_text, self._texts[start:stop]))
+        return self._offsets[start:stop], self._directions[start:stop], texts
+
     def __len__(self) -> int:
         return len(self._texts)
 
