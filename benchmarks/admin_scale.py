@@ -6,7 +6,7 @@ Creates (drops and re-creates) the database ``sockmail_bench`` on the PostgreSQL
 the test settings (127.0.0.1:5432, user postgres; override with --host, --port, --user,
 --database), migrates it, and fills it with SQL alone: every session has one message
 with one or two recipients and a transcript of 13 lines (one chunk, as the recorder
-stores it: a JSON array of [offset_ms, direction, text]); senders, recipients, subjects,
+stores it: a JSON array of [offset_us, direction, text]); senders, recipients, subjects,
 Message-IDs, queue ids, statuses and TLS modes vary, and the start times spread over
 the last year. Then, logged in as a superuser through Django's test client, it requests
 each admin page a few times and prints the median time and the number of queries.
@@ -171,7 +171,7 @@ FROM (
 ) AS s
 CROSS JOIN LATERAL (
     SELECT jsonb_agg(
-        jsonb_build_array((seq * 3.25 + i % 11)::float8, direction, CASE seq {cases} END)
+        jsonb_build_array(seq * 3250 + i % 11 * 1000, direction, CASE seq {cases} END)
         ORDER BY seq
     )::text AS lines
     FROM (VALUES {values}) AS v(seq, direction)

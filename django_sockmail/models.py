@@ -341,7 +341,9 @@ class TranscriptChunk(models.Model):
     )
     first_seq = models.PositiveIntegerField(help_text="The seq of the chunk's first line.")
     line_count = models.PositiveIntegerField()
-    # JSON: [[offset_ms, direction, text], ...], the lines first_seq, first_seq + 1, ...
+    # JSON: [[offset_us, direction, text], ...], the lines first_seq, first_seq + 1, ...;
+    # the offset in whole microseconds since the session started (an integer: a float
+    # costs JSON more than the rest of a line).
     lines = models.TextField()
 
     class Meta:
@@ -359,8 +361,8 @@ class TranscriptChunk(models.Model):
 
     def decoded(self) -> list[TranscriptLine]:
         return [
-            TranscriptLine(seq, offset_ms, direction, text)
-            for seq, (offset_ms, direction, text) in enumerate(
+            TranscriptLine(seq, offset_us / 1000, direction, text)
+            for seq, (offset_us, direction, text) in enumerate(
                 json.loads(self.lines), start=self.first_seq
             )
         ]

@@ -187,16 +187,16 @@ def _insert_chunks(cursor: CursorWrapper, session_id: int, transcript: Transcrip
 def _chunk_rows(session_id: int, transcript: Transcript) -> Iterator[_Row]:
     """``(session, first_seq, line_count, lines)`` of each chunk: LINES_PER_CHUNK lines,
     fewer where their text would pass TEXT_PER_QUERY (a chunk takes one line at least),
-    as a JSON array of ``[offset_ms, direction, text]``: the offset in milliseconds to
-    the microsecond; JSON escapes what a database would refuse (NUL). Made a column at
+    as a JSON array of ``[offset_us, direction, text]``: the offset in whole
+    microseconds; JSON escapes what a database would refuse (NUL). Made a column at
     a time, LINES_PER_CHUNK lines at a time: no Python code runs per line."""
     lines = transcript.lines
     first_seq = transcript.lines_written + 1
     for start in range(0, len(lines), LINES_PER_CHUNK):
         offsets, directions, texts = lines.columns(start, start + LINES_PER_CHUNK)
-        offsets_ms = [int(offset * 1e6 + 0.5) / 1e3 for offset in offsets]
+        offsets_us = [int(offset * 1e6 + 0.5) for offset in offsets]
         for a, b in _text_spans(texts):
-            rows = list(zip(offsets_ms[a:b], directions[a:b], texts[a:b], strict=True))
+            rows = list(zip(offsets_us[a:b], directions[a:b], texts[a:b], strict=True))
             yield session_id, first_seq + start + a, b - a, _json(rows)
 
 

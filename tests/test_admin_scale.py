@@ -59,8 +59,8 @@ def conversation(i: int) -> list[tuple[str, str]]:
 
 def chunks(session: Session, said: list[tuple[str, str]]) -> Iterator[TranscriptChunk]:
     """``said`` stored as the recorder stores a transcript: LINES_PER_CHUNK lines to a
-    chunk, each a JSON array of [offset_ms, direction, text]."""
-    lines = [[seq * 3.25, d, text] for seq, (d, text) in enumerate(said, 1)]
+    chunk, each a JSON array of [offset_us, direction, text]."""
+    lines = [[seq * 3250, d, text] for seq, (d, text) in enumerate(said, 1)]
     per_chunk = recorder.LINES_PER_CHUNK
     for start in range(0, len(lines), per_chunk):
         held = lines[start : start + per_chunk]

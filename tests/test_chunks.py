@@ -348,7 +348,11 @@ def _migrate_and_check() -> None:
             (gap.pk, seq, seq * 1.5, "S", OLD_TEXTS[seq % len(OLD_TEXTS)])
             for seq in (1, 2, 3, 5, 6)
         ),
-        *((long.pk, seq, seq / 7, "CSD*"[seq % 4], f"line {seq}") for seq in range(1, 2501)),
+        # offsets to the microsecond, as the recorder wrote them, which chunks keep exactly
+        *(
+            (long.pk, seq, int(seq / 7 * 1e3 + 0.5) / 1e3, "CSD*"[seq % 4], f"line {seq}")
+            for seq in range(1, 2501)
+        ),
         *((late.pk, seq, 0.001 * seq, "C", f"late {seq}") for seq in (2, 3)),  # no line 1
         *((s.pk, 1, 0.25, "*", f"only line of {s.host}") for s in many),
     ]

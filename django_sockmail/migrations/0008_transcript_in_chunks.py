@@ -49,7 +49,7 @@ def lines_to_chunks(apps, schema_editor):
         if session_id != current_session or seq != last + 1 or len(current) >= LINES_PER_CHUNK:
             flush_chunk()
             current, first, current_session = [], seq, session_id
-        current.append([offset_ms, direction, text])
+        current.append([round(offset_ms * 1000), direction, text])  # whole microseconds
         last = seq
     flush_chunk()
     Chunk.objects.using(db).bulk_create(pending)
@@ -70,10 +70,10 @@ def chunks_to_lines(apps, schema_editor):
     Chunk = apps.get_model("django_sockmail", "TranscriptChunk")
     pending = []
     for chunk in Chunk.objects.using(db).order_by("session_id", "first_seq").iterator(100):
-        for seq, (offset_ms, direction, text) in enumerate(json.loads(chunk.lines), chunk.first_seq):
+        for seq, (offset_us, direction, text) in enumerate(json.loads(chunk.lines), chunk.first_seq):
             pending.append(
                 # As the recorder stored line rows: PostgreSQL refuses NUL in text.
-                Line(session_id=chunk.session_id, seq=seq, offset_ms=offset_ms,
+                Line(session_id=chunk.session_id, seq=seq, offset_ms=offset_us / 1000,
                      direction=direction, text=text.replace("\x00", "\ufffd"))
             )
         if len(pending) >= 2000:
