@@ -168,10 +168,7 @@ def _insert_chunks(cursor: CursorWrapper, session_id: int, transcript: Transcrip
     one query's worth, however long the session."""
     table = _table(TranscriptChunk)
     write = _writer(cursor.db)
-    per_query = ROWS_PER_QUERY
-    max_params = _max_query_params(cursor.db)
-    if max_params is not None:
-        per_query = max(1, min(per_query, max_params // len(table.columns)))
+    per_query = _rows_per_query(cursor.db, table)
     part: list[_Row] = []
     size = 0
     for row in _chunk_rows(session_id, transcript):
@@ -321,12 +318,8 @@ def _table(model: type[models.Model]) -> _Table:
 
 def _insert(cursor: CursorWrapper, table: _Table, rows: Iterable[_Row]) -> None:
     """Insert ``rows`` into ``table``, as many to a query as the bounds allow."""
-    connection = cursor.db
-    write = _writer(connection)
-    per_query = ROWS_PER_QUERY
-    max_params = _max_query_params(connection)
-    if max_params is not None:
-        per_query = max(1, min(per_query, max_params // len(table.columns)))
+    write = _writer(cursor.db)
+    per_query = _rows_per_query(cursor.db, table)
     rows = iter(rows)
     while chunk := list(itertools.islice(rows, per_query)):
         if table.text_size(chunk) <= TEXT_PER_QUERY:
@@ -407,6 +400,14 @@ def _insert_sql(
 
 def _values(rows: list[_Row]) -> list[Any]:
     return list(itertools.chain.from_iterable(rows))
+
+
+def _rows_per_query(connection: BaseDatabaseWrapper, table: _Table) -> int:
+    """ROWS_PER_QUERY, or fewer where the database takes fewer parameters a query."""
+    max_params = _max_query_params(connection)
+    if max_params is None:
+        return ROWS_PER_QUERY
+    return max(1, min(ROWS_PER_QUERY, max_params // len(table.columns)))
 
 
 def _max_query_params(connection: BaseDatabaseWrapper) -> int | None:
