@@ -1,7 +1,7 @@
 """The transcript stored in chunks (TranscriptChunk): where the recorder cuts them (at
 LINES_PER_CHUNK lines, sooner at about TEXT_PER_QUERY characters of text), reading
 lines from the middle of a transcript, text that must come back exactly, and migration
-0008, which turns the line rows of before into chunks, and back."""
+0007, which turns the line rows of before into chunks, and back."""
 
 from __future__ import annotations
 
@@ -286,11 +286,11 @@ def test_every_direction_and_offset_comes_back() -> None:
     ]
 
 
-# -- migration 0008 ---------------------------------------------------------------------
+# -- migration 0007 ---------------------------------------------------------------------
 
 APP = "django_sockmail"
-BEFORE = (APP, "0007_transcript_lines_without_a_database_constraint")
-CHUNKED = (APP, "0008_transcript_in_chunks")
+BEFORE = (APP, "0006_session_indexes_in_the_unique_ones")
+CHUNKED = (APP, "0007_transcript_in_chunks")
 
 
 def migrate_to(*targets: tuple[str, str]) -> Apps:
@@ -323,7 +323,7 @@ OLD_TEXTS = [
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migration_0008_turns_line_rows_into_chunks_and_back() -> None:
+def test_migration_0007_turns_line_rows_into_chunks_and_back() -> None:
     try:
         _migrate_and_check()
     finally:  # the tests that run after this one need the latest schema
@@ -402,7 +402,7 @@ def _migrate_and_check() -> None:
         ).decoded()
     )
     assert decoded == old_rows
-    # The models of now read them so (0008 is the latest migration they need).
+    # The models of now read them so (0007 is the latest migration they need).
     assert [
         (line.seq, line.text) for line in Session.objects.get(pk=gap.pk).transcript_lines()
     ] == [(seq, OLD_TEXTS[seq % len(OLD_TEXTS)]) for seq in (1, 2, 3, 5, 6)]
@@ -426,7 +426,7 @@ def _migrate_and_check() -> None:
 def test_migrating_back_stores_a_nul_as_the_line_rows_always_did() -> None:
     # A chunk keeps a NUL from the wire (JSON escapes it); a line row never held one
     # (the recorder wrote U+FFFD for it on every database, and PostgreSQL refuses NUL
-    # in text), so going back to 0007 must not fail, nor bring back a NUL.
+    # in text), so going back to 0006 must not fail, nor bring back a NUL.
     session = recorded(["220 evil\x00server", "250 ok"])
     try:
         old = migrate_to(BEFORE)

@@ -85,7 +85,7 @@ def chunks_to_lines(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_sockmail', '0007_transcript_lines_without_a_database_constraint'),
+        ('django_sockmail', '0006_session_indexes_in_the_unique_ones'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_sockmail', '0008_transcript_in_chunks'),
+        ('django_sockmail', '0007_transcript_in_chunks'),
     ]
 
     operations = [
