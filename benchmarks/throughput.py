@@ -5,7 +5,8 @@ smtp-sink and through a real Postfix.
 
 Starts ``smtp-sink`` (Debian's postfix package; ``source scripts/postfix.sh;
 ensure_postfix`` installs it) on 127.0.0.1 and a free port, configures Django in this
-process (SQLite in a temporary directory, migrated, django_sockmail installed), builds
+process (SQLite in a temporary directory, migrated, django_sockmail installed; or, with
+--database, SQLite in WAL mode or a PostgreSQL database of its own), builds
 the messages once (small text messages, one recipient each, the same objects for every
 backend) and sends them, one connection per batch, alternating in every round:
 
@@ -72,21 +73,64 @@ def parse_args() -> argparse.Namespace:
         "--big-batch", type=int, default=10_000, help="messages for the memory peak (0: skip)"
     )
     parser.add_argument("--no-postfix", action="store_true", help="skip the real Postfix scenario")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "sqlite-wal", "postgresql"),
+        default="sqlite",
+        help="where the audit log goes (see database_settings)",
+    )
     return parser.parse_args()
 
 
 # Django, in this process
 
 
-def configure(directory: str) -> None:
-    from django.core.management import call_command
+# The common tuning of SQLite for production: no flush of the disk at every commit.
+SQLITE_WAL = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+PG_NAME = "sockmail_throughput_bench"  # Django's test-database machinery adds "test_"
 
-    database = {
+
+def database_settings(kind: str, directory: str) -> dict[str, Any]:
+    """Where the audit log goes: SQLite in ``directory`` as Django configures it (a
+    rollback journal, every commit flushed to disk), SQLite in WAL mode with
+    synchronous=NORMAL, or a database of its own on the PostgreSQL of the tests."""
+    if kind == "postgresql":
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": PG_NAME,
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
+        }
+    database: dict[str, Any] = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.path.join(directory, "bench.sqlite3"),
     }
-    setup_django(database, EMAIL_HOST=HOST, EMAIL_TIMEOUT=30)
-    call_command("migrate", verbosity=0)
+    if kind == "sqlite-wal":
+        database["OPTIONS"] = {"init_command": SQLITE_WAL}
+    return database
+
+
+def configure(directory: str, kind: str, *, create: bool = True) -> None:
+    """Django in this process, its database migrated (``create``: made first; without
+    it, a PostgreSQL database an earlier configure() made is used as it is)."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    setup_django(database_settings(kind, directory), EMAIL_HOST=HOST, EMAIL_TIMEOUT=30)
+    if kind != "postgresql":
+        call_command("migrate", verbosity=0)
+    elif create:  # test_<PG_NAME>, made afresh and migrated; dropped by teardown()
+        connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    else:
+        connection.settings_dict["NAME"] = f"test_{PG_NAME}"
+
+
+def teardown(kind: str) -> None:
+    from django.db import connection
+
+    if kind == "postgresql":
+        connection.creation.destroy_test_db(PG_NAME, verbosity=0)
 
 
 def make_message(i: int) -> Any:
@@ -276,26 +320,26 @@ def rates(port: int, messages: list[Any], rounds: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def peak_memory(port: int, n: int) -> list[tuple[str, float, float]]:
+def peak_memory(port: int, n: int, kind: str) -> list[tuple[str, float, float]]:
     """(case, growth of the peak RSS in MiB, seconds) for n messages from a generator,
     each case in a fresh process, so one case's peak does not hide the next one's."""
     context = multiprocessing.get_context("spawn")
     results = []
     for name, _, _ in CASES:
         with context.Pool(1) as pool:
-            growth, elapsed = pool.apply(measure_memory, (name, port, n))
+            growth, elapsed = pool.apply(measure_memory, (name, port, n, kind))
         results.append((name, growth, elapsed))
     return results
 
 
-def measure_memory(case: str, port: int, n: int) -> tuple[float, float]:
+def measure_memory(case: str, port: int, n: int, kind: str) -> tuple[float, float]:
     """In a child process: configure Django, warm up, then send n messages made by a
     generator and return how far the peak RSS (ru_maxrss) rose, in MiB, and the time."""
     import resource
 
     directory = tempfile.mkdtemp(prefix="sockmail-bench-")
     try:
-        configure(directory)
+        configure(directory, kind, create=False)
         _, backend, record = next(c for c in CASES if c[0] == case)
         send_batch(backend(port), [make_message(i) for i in range(20)], record)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -331,8 +375,11 @@ def main() -> None:
     args = parse_args()
     directory = tempfile.mkdtemp(prefix="sockmail-bench-")
     try:
-        configure(directory)
-        run(args)
+        configure(directory, args.database)
+        try:
+            run(args)
+        finally:
+            teardown(args.database)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -366,7 +413,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"  delay line: {time.perf_counter() - started:.1f} s", flush=True)
         if not args.no_postfix:
             table.extend(postfix_rates(delay_messages, args.rounds))
-        memory = peak_memory(sink_port, args.big_batch) if args.big_batch else []
+        memory = peak_memory(sink_port, args.big_batch, args.database) if args.big_batch else []
     print()
     print(
         f"{'scenario':<42} {'Django msg/s':>12} {'ours msg/s':>11} {'ours/Django':>12}"
@@ -384,7 +431,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"{args.big_batch:,} messages built by a generator, over loopback (peak RSS growth):")
         for name, peak, elapsed in memory:
             print(f"  {name:<22} peak +{peak:6.1f} MiB   {elapsed:6.1f} s")
-    print(f"\n{Session.objects.count()} sessions recorded", flush=True)
+    print(f"\n{Session.objects.count()} sessions recorded ({args.database})", flush=True)
 
 
 if __name__ == "__main__":
