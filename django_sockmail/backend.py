@@ -230,7 +230,8 @@ class EmailBackend(BaseEmailBackend):
             if self.connection is None:
                 return
             try:
-                self._deliver(self.connection, batch)
+                # A session opened for this batch alone says QUIT behind its last message.
+                self._deliver(self.connection, batch, quit_after=not kept_open)
             except SMTPServerDisconnected as exc:
                 # A kept connection the server closed just as we began: nothing was
                 # taken, so once more, on a new connection.
@@ -239,7 +240,7 @@ class EmailBackend(BaseEmailBackend):
                 self._revive()
                 if self.connection is None:
                     return
-                self._deliver(self.connection, batch)
+                self._deliver(self.connection, batch, quit_after=False)
         finally:
             if not kept_open or self.connection is None:
                 self.close()
@@ -252,7 +253,9 @@ class EmailBackend(BaseEmailBackend):
         self.close()
         self.open()
 
-    def _deliver(self, client: SMTPClient, batch: list[tuple[EmailMessage, Envelope]]) -> None:
+    def _deliver(
+        self, client: SMTPClient, batch: list[tuple[EmailMessage, Envelope]], *, quit_after: bool
+    ) -> None:
         """Hand the messages to the client one by one, rendering each only when the
         client is about to take it, and follow each to the server's verdict. Like
         Django's backend, the first message refused ends the batch (unless
@@ -283,7 +286,9 @@ class EmailBackend(BaseEmailBackend):
                 yield transaction
 
         try:
-            for transaction in client.send_many(transactions(), stop=stopped):
+            for transaction in client.send_many(
+                transactions(), stop=stopped, quit_after=quit_after
+            ):
                 message, record, _ = handed.pop(id(transaction))
                 self._keep(message, record)
                 outcome = transaction.outcome

@@ -470,3 +470,436 @@ def test_reopening_after_a_broken_batch_starts_the_new_session_without_rset(
     assert second[1] == b"MAIL FROM:<from@example.org>"  # no RSET first
     assert second[2] == b"RCPT TO:<c@x.org>"
     assert outcome.status == "sent" and outcome.queue_id == "SCRIPTED1"
+
+
+# QUIT behind the last message, when the session ends with the batch.
+
+
+class _RecordingSocket:
+    """A server's socket that keeps each chunk one recv() returned: while the server
+    waits, what the client wrote at once arrives at once."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.chunks: list[bytes] = []
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        if data:
+            self.chunks.append(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def chunks(server: Any) -> list[bytes]:
+    """What the first conversation received after EHLO, chunk by chunk."""
+    sock = server.conversations[0].sock
+    assert isinstance(sock, _RecordingSocket)
+    return sock.chunks
+
+
+def the_chunk_with(server: Any, data: bytes) -> bytes:
+    [chunk] = [chunk for chunk in chunks(server) if data in chunk]
+    return chunk
+
+
+Finish = Callable[[Conversation, bytes], None]
+
+
+def holding_server(count: int, finish: Finish) -> Any:
+    """Answers each message's envelope once all of it is in, and the end of its data
+    only once the next envelope has arrived: a client that waited for that verdict
+    would wait for ever. The last verdict is handed to ``finish(c, verdict)``."""
+
+    def script(c: Conversation) -> None:
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", EHLO)
+        c.sock = _RecordingSocket(c.sock)  # type: ignore[assignment]
+        verdict = b""
+        for n in range(count):
+            group = [c.readline()]
+            while group[-1] != b"DATA":
+                group.append(c.readline())
+            c.send(verdict + b"250 ok\r\n" * (len(group) - 1) + b"354 go\r\n")
+            c.read_data()
+            verdict = b"250 2.0.0 queued as D%d\r\n" % n
+        finish(c, verdict)
+
+    return script
+
+
+def quit_first(then: bytes | None) -> Finish:
+    """Holds the last verdict back until QUIT has come: a client that waited for it
+    before saying QUIT would wait for ever. Then sends the verdict and ``then`` (None:
+    closes without a word after the verdict)."""
+
+    def finish(c: Conversation, verdict: bytes) -> None:
+        assert c.readline() == b"QUIT"
+        c.send(verdict)
+        if then is not None:
+            c.send(then)
+
+    return finish
+
+
+def verdict_first(c: Conversation, verdict: bytes) -> None:
+    """Answers the last message at once, and QUIT when it comes."""
+    c.send(verdict)
+    c.expect(b"QUIT", b"221 2.0.0 Bye\r\n")
+
+
+def wire(session: Session) -> list[tuple[str, str]]:
+    return [(line.direction, line.text) for line in session.transcript_lines()]
+
+
+def test_a_batch_on_its_own_connection_says_quit_with_the_last_content(scripted: Any) -> None:
+    server = scripted(holding_server(3, quit_first(b"221 2.0.0 Bye\r\n")))
+    messages = batch(3)
+    backend = backend_for(server, timeout=3)  # no `with`: the connection is for this call
+    assert backend.send_messages(messages) == 3
+    assert statuses(messages) == ["sent", "sent", "sent"]
+    assert backend.connection is None
+    # The last content and QUIT went out in one write.
+    last = the_chunk_with(server, b"QUIT\r\n")
+    assert last.endswith(b"\r\n.\r\nQUIT\r\n")
+    assert b"To: 2@example.org\r\n" in last and b"MAIL" not in last
+    assert server.lines.count(b"QUIT") == 1
+    session = Session.objects.get()
+    assert session.status == "ok" and session.error == "" and session.sent_count == 3
+    said = wire(session)
+    assert said[-5][0] == "D"  # the last message's content
+    assert said[-4:] == [
+        ("C", "QUIT"),
+        ("S", "250 2.0.0 queued as D2"),
+        ("S", "221 2.0.0 Bye"),
+        ("*", "connection closed"),
+    ]
+    assert [text for direction, text in said if direction == "C"].count("QUIT") == 1
+
+
+def test_a_kept_connection_says_quit_on_its_own_when_closed(scripted: Any) -> None:
+    server = scripted(holding_server(3, verdict_first))
+    messages = batch(3)
+    with backend_for(server, timeout=3) as backend:
+        assert backend.send_messages(messages) == 3
+        assert backend.connection is not None and backend.connection.is_open
+        assert b"QUIT" not in b"".join(chunks(server))  # the session is the caller's
+    assert statuses(messages) == ["sent", "sent", "sent"]
+    # QUIT came in a write of its own, once the last verdict was in.
+    assert the_chunk_with(server, b"QUIT") == b"QUIT\r\n"
+    assert chunks(server)[-1] == b"QUIT\r\n" and chunks(server)[-2].endswith(b"\r\n.\r\n")
+    session = Session.objects.get()
+    assert session.status == "ok" and session.sent_count == 3
+    said = wire(session)
+    assert said[-5][0] == "D"
+    assert said[-4:] == [
+        ("S", "250 2.0.0 queued as D2"),
+        ("C", "QUIT"),
+        ("S", "221 2.0.0 Bye"),
+        ("*", "connection closed"),
+    ]
+
+
+def test_with_chunking_quit_goes_out_with_the_last_bdat(scripted: Any) -> None:
+    def script(c: Conversation) -> None:
+        # Answers nothing until QUIT has come: the whole batch and QUIT are one write.
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", CHUNKING_EHLO)
+        c.sock = _RecordingSocket(c.sock)  # type: ignore[assignment]
+        c.bdat = []  # type: ignore[attr-defined]
+        replies = b""
+        while (line := c.readline()) != b"QUIT":
+            reply = b"250 ok\r\n"
+            if line.startswith(b"BDAT"):
+                c.bdat.append((line, c.read_exact(int(line.split()[1]))))  # type: ignore[attr-defined]
+                reply = b"250 2.0.0 queued as B%d\r\n" % (len(c.bdat) - 1)  # type: ignore[attr-defined]
+            replies += reply
+        c.send(replies + b"221 2.0.0 Bye\r\n")
+
+    server = scripted(script)
+    messages = batch(3)
+    assert backend_for(server, timeout=3).send_messages(messages) == 3
+    assert [m.sockmail_outcome.queue_id for m in messages] == ["B0", "B1", "B2"]  # type: ignore[attr-defined]
+    bdat, content = server.conversations[0].bdat[-1]
+    last = the_chunk_with(server, b"QUIT\r\n")
+    assert last.endswith(bdat + b"\r\n" + content + b"QUIT\r\n")
+    session = Session.objects.get()
+    assert session.status == "ok" and session.error == "" and session.sent_count == 3
+    said = wire(session)
+    quit_at = said.index(("C", "QUIT"))
+    assert said[quit_at - 2] == ("C", bdat.decode()) and said[quit_at - 1][0] == "D"
+    # Every reply came after QUIT: 3 for the first message, 4 (with RSET) for the others.
+    after = said[quit_at + 1 :]
+    assert [direction for direction, _ in after] == ["S"] * 12 + ["*"]
+    assert after[-3:] == [
+        ("S", "250 2.0.0 queued as B2"),
+        ("S", "221 2.0.0 Bye"),
+        ("*", "connection closed"),
+    ]
+
+
+def test_a_server_that_hangs_up_instead_of_answering_quit(scripted: Any) -> None:
+    server = scripted(holding_server(3, quit_first(None)))
+    messages = batch(3)
+    assert backend_for(server, timeout=3).send_messages(messages) == 3  # nothing raised
+    assert statuses(messages) == ["sent", "sent", "sent"]
+    session = Session.objects.get()
+    assert session.status == "ok" and session.error == "" and session.sent_count == 3
+    said = wire(session)
+    assert said[-3:] == [
+        ("C", "QUIT"),
+        ("S", "250 2.0.0 queued as D2"),
+        ("*", "connection closed"),
+    ]
+    assert not any(text.startswith("error") for _, text in said)
+
+
+def test_each_message_is_yielded_once_when_quit_goes_unanswered(scripted: Any) -> None:
+    from django_sockmail.smtp.client import SMTPClient
+    from django_sockmail.smtp.envelope import make_envelope
+
+    server = scripted(holding_server(3, quit_first(None)))
+    client = SMTPClient(server.host, server.port, timeout=3)
+    client.open()
+    content = b"Subject: s\r\n\r\nb\r\n"
+    transactions = [
+        client.prepare(make_envelope("from@example.org", [f"{n}@x.org"]), content) for n in "abc"
+    ]
+    assert list(client.send_many(transactions, quit_after=True)) == transactions
+    assert [t.outcome.status for t in transactions] == ["sent"] * 3
+    assert not client.is_open
+
+
+def test_a_421_answering_quit_is_no_failure(scripted: Any) -> None:
+    server = scripted(holding_server(3, quit_first(b"421 4.3.2 shutting down\r\n")))
+    messages = batch(3)
+    assert backend_for(server, timeout=3).send_messages(messages) == 3
+    assert statuses(messages) == ["sent", "sent", "sent"]
+    session = Session.objects.get()
+    # A 421 to QUIT closes what was closing anyway: nothing recorded as an error.
+    assert session.status == "ok" and session.error == "" and session.sent_count == 3
+    assert wire(session)[-3:] == [
+        ("S", "250 2.0.0 queued as D2"),
+        ("S", "421 4.3.2 shutting down"),
+        ("*", "connection closed"),
+    ]
+
+
+def test_garbage_answering_quit_is_recorded_but_every_message_stays_sent(
+    scripted: Any,
+) -> None:
+    server = scripted(holding_server(3, quit_first(b"garbage that is not a reply\r\n")))
+    messages = batch(3)
+    assert backend_for(server, timeout=3).send_messages(messages) == 3  # nothing raised
+    assert statuses(messages) == ["sent", "sent", "sent"]
+    session = Session.objects.get()
+    error = "SMTPProtocolError: malformed reply code: b'garbage that is not a reply'"
+    # The server misbehaved, which the session records; the messages were all taken.
+    assert session.status == "failed" and session.error == error
+    assert session.sent_count == 3
+    stored = list(session.messages.order_by("id").values_list("status", flat=True))
+    assert stored == ["sent", "sent", "sent"]
+    assert wire(session)[-3:] == [
+        ("S", "250 2.0.0 queued as D2"),
+        ("*", f"error: {error}"),
+        ("*", "connection closed"),
+    ]
+
+
+def test_a_drop_before_the_last_verdict_leaves_it_unknown(scripted: Any) -> None:
+    import smtplib
+
+    def finish(c: Conversation, verdict: bytes) -> None:
+        assert c.readline() == b"QUIT"  # and hangs up: the last verdict never comes
+
+    server = scripted(holding_server(3, finish))
+    messages = batch(3)
+    with pytest.raises(smtplib.SMTPServerDisconnected) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    assert not isinstance(info.value, TimeoutError)
+    assert statuses(messages) == ["sent", "sent", "unknown"]
+    assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
+    assert info.value.unknown_messages == messages[2:]  # type: ignore[attr-defined]
+    assert info.value.unsent_messages == []  # type: ignore[attr-defined]
+    assert the_chunk_with(server, b"QUIT\r\n").endswith(b"\r\n.\r\nQUIT\r\n")
+    session = Session.objects.get()
+    assert session.status == "failed" and "SMTPServerDisconnected" in session.error
+    stored = list(session.messages.order_by("id").values_list("status", flat=True))
+    assert stored == ["sent", "sent", "unknown"]
+
+
+def test_a_refusal_that_stops_the_batch_still_ends_with_quit(scripted: Any) -> None:
+    import smtplib
+
+    server = scripted(group_answering_server(refuse={b"<1@example.org>"}))
+    messages = batch(3)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    assert statuses(messages) == ["sent", "failed", "not_sent"]
+    assert info.value.sent_messages == messages[:1]  # type: ignore[attr-defined]
+    assert info.value.unsent_messages == messages[1:]  # type: ignore[attr-defined]
+    groups = server.conversations[0].groups
+    assert [group[-1] for group in groups] == [b"DATA", b"DATA", b"QUIT"]
+    assert groups[2] == [b"QUIT"]  # the third message was never offered
+    session = Session.objects.get()
+    assert session.status == "ok" and session.error == ""
+    assert [m.status for m in session.messages.order_by("id")] == ["sent", "failed"]
+    assert wire(session)[-3:] == [
+        ("C", "QUIT"),
+        ("S", "221 bye"),
+        ("*", "connection closed"),
+    ]
+
+
+def test_with_chunking_a_refusal_mid_batch_has_quit_behind_what_was_in_flight(
+    scripted: Any,
+) -> None:
+    import smtplib
+
+    def script(c: Conversation) -> None:
+        # Answers nothing until QUIT has come; the second message's RCPT is refused.
+        c.send(b"220 pipes.test\r\n")
+        c.expect(b"EHLO", CHUNKING_EHLO)
+        replies, n = b"", 0
+        while (line := c.readline()) != b"QUIT":
+            if line.startswith(b"BDAT"):
+                c.read_exact(int(line.split()[1]))
+                ok = n != 1
+                replies += b"250 2.0.0 queued as B%d\r\n" % n if ok else b"554 5.5.1 no\r\n"
+                n += 1
+            elif line == b"RCPT TO:<1@example.org>":
+                replies += b"550 5.1.1 no such user\r\n"
+            else:
+                replies += b"250 ok\r\n"
+        c.send(replies + b"221 2.0.0 Bye\r\n")
+
+    server = scripted(script)
+    messages = batch(3)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    # The third was already on its way, behind the second, and the server took it.
+    assert statuses(messages) == ["sent", "failed", "sent"]
+    assert info.value.unsent_messages == [messages[1]]  # type: ignore[attr-defined]
+    assert server.lines[-1] == b"QUIT" and server.lines.count(b"QUIT") == 1
+    session = Session.objects.get()
+    assert session.status == "ok" and session.sent_count == 2
+    assert wire(session)[-2:] == [("S", "221 2.0.0 Bye"), ("*", "connection closed")]
+
+
+# A 421 as the last message's verdict closes the session while that message is still in
+# flight: it is no failure of the QUIT behind it, and must be handled as before.
+
+
+@pytest.mark.parametrize("quit_after", [False, True])
+def test_a_421_to_the_last_bdat_is_raised_whether_quit_follows_or_not(
+    scripted: Any, quit_after: bool
+) -> None:
+    import smtplib
+
+    from django_sockmail.smtp.client import SMTPClient
+    from django_sockmail.smtp.envelope import make_envelope
+
+    server = scripted(batch_server(3, at(2, "BDAT", b"421 4.3.2 shutting down\r\n")))
+    client = SMTPClient(server.host, server.port, timeout=3)
+    client.open()
+    content = b"Subject: s\r\n\r\nb\r\n"
+    transactions = [
+        client.prepare(make_envelope("from@example.org", [f"{n}@x.org"]), content) for n in "abc"
+    ]
+    yielded = []
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="421"):
+        for transaction in client.send_many(transactions, quit_after=quit_after):
+            yielded.append(transaction)
+    # Every verdict came in one read: each transaction is yielded with its own verdict,
+    # the 421 too, and then the error is raised.
+    assert yielded == transactions
+    assert [t.outcome.status for t in transactions] == ["sent", "sent", "deferred"]
+    assert not client.is_open
+
+
+def _421_after_the_last_content(c: Conversation, verdict: bytes) -> None:
+    c.send(b"421 4.3.2 shutting down\r\n")
+
+
+@pytest.mark.parametrize("kept_open", [True, False])
+def test_a_421_to_the_last_message_fails_the_batch_as_before(
+    scripted: Any, kept_open: bool
+) -> None:
+    import smtplib
+
+    from django_sockmail import signals
+
+    server = scripted(holding_server(3, _421_after_the_last_content))
+    messages = batch(3)
+    backend = backend_for(server, timeout=3)
+    said: list[tuple[str, Any]] = []
+
+    def on_sent(message: Any, **kwargs: Any) -> None:
+        said.append(("sent", message))
+
+    def on_failed(message: Any, **kwargs: Any) -> None:
+        said.append(("failed", message))
+
+    signals.message_sent.connect(on_sent)
+    signals.message_failed.connect(on_failed)
+    try:
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="421") as info:
+            if kept_open:
+                with backend:
+                    backend.send_messages(messages)
+            else:
+                backend.send_messages(messages)
+    finally:
+        signals.message_sent.disconnect(on_sent)
+        signals.message_failed.disconnect(on_failed)
+    assert statuses(messages) == ["sent", "sent", "deferred"]
+    # Each message's own signal, once: the two taken before the 421 are sent.
+    assert said == [("sent", messages[0]), ("sent", messages[1]), ("failed", messages[2])]
+    assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
+    assert info.value.unsent_messages == messages[2:]  # type: ignore[attr-defined]
+    session = Session.objects.get()
+    assert session.status == "failed" and "421 4.3.2 shutting down" in session.error
+    stored = list(session.messages.order_by("id").values_list("status", flat=True))
+    assert stored == ["sent", "sent", "deferred"]
+
+
+@pytest.mark.parametrize("kept_open", [True, False])
+def test_verdicts_in_the_read_that_brings_a_421_keep_their_own_signals(
+    scripted: Any, kept_open: bool
+) -> None:
+    # With CHUNKING every verdict comes in one read, the 421 last: the two messages
+    # taken before it are reported sent, with their own signal, before the error.
+    import smtplib
+
+    from django_sockmail import signals
+
+    server = scripted(batch_server(3, at(2, "BDAT", b"421 4.3.2 shutting down\r\n")))
+    messages = batch(3)
+    backend = backend_for(server, timeout=3)
+    said: list[tuple[str, Any]] = []
+
+    def on_sent(message: Any, **kwargs: Any) -> None:
+        said.append(("sent", message))
+
+    def on_failed(message: Any, **kwargs: Any) -> None:
+        said.append(("failed", message))
+
+    signals.message_sent.connect(on_sent)
+    signals.message_failed.connect(on_failed)
+    try:
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="421") as info:
+            if kept_open:
+                with backend:
+                    backend.send_messages(messages)
+            else:
+                backend.send_messages(messages)
+    finally:
+        signals.message_sent.disconnect(on_sent)
+        signals.message_failed.disconnect(on_failed)
+    assert statuses(messages) == ["sent", "sent", "deferred"]
+    assert said == [("sent", messages[0]), ("sent", messages[1]), ("failed", messages[2])]
+    assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
+    stored = list(Session.objects.get().messages.order_by("position").values_list("status"))
+    assert stored == [("sent",), ("sent",), ("deferred",)]

@@ -157,6 +157,11 @@ class _Source:
         """Take nothing more."""
         self._closed, self._iterator = True, None
 
+    @property
+    def exhausted(self) -> bool:
+        """Nothing more will be taken."""
+        return self._closed or (self._iterator is None and self._next is None)
+
     def taken(self) -> list[Transaction]:
         """The transaction taken ahead and never offered, if any."""
         return [self._next] if self._next is not None else []
@@ -340,12 +345,21 @@ class SMTPClient:
         return transaction.outcome
 
     def send_many(
-        self, transactions: Iterable[Transaction], *, stop: Callable[[], bool] | None = None
+        self,
+        transactions: Iterable[Transaction],
+        *,
+        stop: Callable[[], bool] | None = None,
+        quit_after: bool = False,
     ) -> Iterator[Transaction]:
         """Send each transaction, taken from ``transactions`` only when it can be
         written (or one ahead), and yield it once the server has given its verdict, in
         order. Once ``stop()`` is true no further transaction is offered (one taken
         ahead stays unoffered: ``transaction.offered`` is False).
+
+        With ``quit_after`` the session ends with the batch: pipelined, QUIT goes out
+        behind the last transaction (RFC 2920 lets it end a group), which saves the
+        round trip of a QUIT of its own, and the connection is closed once it is
+        answered. Whatever becomes of the QUIT itself, like :meth:`quit`, raises nothing.
 
         When the server offers PIPELINING, transactions overlap: the next one is
         written behind the content of the one before (and, with CHUNKING, without
@@ -375,7 +389,6 @@ class SMTPClient:
                 # transaction is on its way, as the round trip is what costs.
                 if any(not t.outcome.taken for t in finished):
                     yield from self._report(finished)
-                    finished = []
                 if stop is not None and stop():
                     source.close()
                 while pipeline.can_offer and self._has_room(pipeline):
@@ -383,19 +396,32 @@ class SMTPClient:
                     if offered is None:
                         break
                     self._queue(pipeline.offer(offered))
+                if quit_after and source.exhausted and pipeline.can_offer:
+                    quit_after = False
+                    self._queue(pipeline.offer_quit())
                 self._send_ready()
                 yield from self._report(finished)
-                if not pipeline.in_flight:
+                if not pipeline.awaiting:
                     break
                 source.prefetch()  # e.g. render the next message while the server works
-                finished = self._receive_replies(pipeline)
+                self._receive_replies(pipeline, finished)
             self._flush()
             self._reset_needed = pipeline.reset_needed
+            if pipeline.quit_answered:
+                self.close()
             source.check()
         except BaseException as exc:
             if exc is source.error:
                 raise
+            # A 421 raised here answered a transaction (one answering QUIT raises
+            # nothing): the batch failed. Anything else with only the QUIT left is the
+            # QUIT's own trouble: every transaction has its verdict.
             closing = isinstance(exc, SMTPServerDisconnected) and exc.reply is not None
+            if pipeline.only_quit_left and isinstance(exc, Exception) and not closing:
+                self._end_unanswered_quit(exc)
+                yield from self._report(finished)
+                source.check()
+                return
             unsettled = pipeline.abort(self._sent - start, server_closed=closing)
             self._reset_needed = True
             for transaction in [*unsettled, *source.taken()]:
@@ -406,19 +432,23 @@ class SMTPClient:
             if isinstance(exc, GeneratorExit):  # dropped by the caller: out of step now
                 if unsettled:
                     self.close()
-            else:
-                self._fail(exc)
+                raise
+            self._fail(exc)
+            # Those that got their verdict before the failure are reported as such.
+            yield from self._report(finished)
             raise
 
     def _report(self, finished: list[Transaction]) -> Iterator[Transaction]:
-        for transaction in finished:
+        """Yield the transactions in ``finished``, taking each out as it goes."""
+        while finished:
+            transaction = finished.pop(0)
             self._reset_needed = True  # until the pipeline says otherwise at its end
             yield transaction
 
-    def _receive_replies(self, pipeline: Pipeline) -> list[Transaction]:
+    def _receive_replies(self, pipeline: Pipeline, finished: list[Transaction]) -> None:
         """Wait for a reply, then take every reply that has come: what they call for
-        (content after a 354) is queued, and the transactions they finish returned."""
-        finished = []
+        (content after a 354) is queued, and the transactions they finish go into
+        ``finished`` (there as soon as finished, whatever happens next)."""
         step = pipeline.next_step
         if step is Step.END or step is Step.EMPTY_END:
             self._expect("the reply to the message content", self.timeouts.data)
@@ -427,13 +457,13 @@ class SMTPClient:
         reply = self._read_reply()
         while True:
             commands, done = pipeline.receive(reply)
-            if reply.code == 421:
-                raise _closing(reply)
-            self._queue(commands)
             if done is not None:
                 finished.append(done)
+            if reply.code == 421 and reply is not pipeline.quit_reply:
+                raise _closing(reply)
+            self._queue(commands)
             if not self._replies:
-                return finished
+                return
             reply = self._replies.popleft()
 
     def _send_ready(self) -> None:
@@ -476,10 +506,16 @@ class SMTPClient:
             return
         try:
             self._run(protocol.quit())
-        except SMTPProtocolError as exc:  # the server misbehaved: worth a record
-            self.listener.on_error(exc)
-        except Exception:  # gone already: the session is over either way
-            pass
+        except Exception as exc:
+            self._end_unanswered_quit(exc)
+            return
+        self.close()
+
+    def _end_unanswered_quit(self, error: Exception) -> None:
+        # A server that misbehaves is worth a record; one gone already is not: the
+        # session is over either way.
+        if isinstance(error, SMTPProtocolError):
+            self.listener.on_error(error)
         self.close()
 
     def close(self) -> None:

@@ -68,12 +68,13 @@ class Step(Enum):
     DATA = "DATA"
     END = "end of data"  # the final reply: after the content or to BDAT LAST
     EMPTY_END = "empty end of data"  # ends a DATA the server should have refused
+    QUIT = "QUIT"  # behind the last transaction, when the session ends with the batch
 
 
 @dataclass
 class _Awaited:
     step: Step
-    transaction: Transaction
+    transaction: Transaction | None  # None for QUIT
     index: int = 0  # which recipient, for RCPT
 
 
@@ -100,6 +101,8 @@ class Pipeline:
         # must follow DATA directly), so no further transaction may be offered.
         self.waiting_for_data = False
         self.queued = 0  # bytes of commands and content handed to the driver
+        self.quitting = False  # QUIT is written: nothing may follow
+        self.quit_reply: Reply | None = None
 
     @property
     def next_step(self) -> Step:
@@ -108,7 +111,30 @@ class Pipeline:
 
     @property
     def can_offer(self) -> bool:
-        return not self.waiting_for_data
+        return not (self.waiting_for_data or self.quitting)
+
+    @property
+    def awaiting(self) -> bool:
+        """Some command written still has no reply."""
+        return bool(self._awaited)
+
+    @property
+    def only_quit_left(self) -> bool:
+        """QUIT is written and every transaction has its verdict: all that can still go
+        wrong is the QUIT's own reply."""
+        return self.quitting and not self.in_flight
+
+    @property
+    def quit_answered(self) -> bool:
+        return self.quit_reply is not None
+
+    def offer_quit(self) -> list[Command]:
+        """QUIT behind everything written: no transaction may follow it."""
+        self._awaited.append(_Awaited(Step.QUIT, None))
+        self.quitting = True
+        quit_ = command("QUIT")
+        self.queued += len(quit_.wire)
+        return [quit_]
 
     @property
     def reset_needed(self) -> bool:
@@ -154,12 +180,15 @@ class Pipeline:
         if not self._awaited:
             raise SMTPProtocolError(f"The server sent a reply to no command: {reply}")
         awaited = self._awaited.popleft()
-        transaction, outcome = awaited.transaction, awaited.transaction.outcome
         step = awaited.step
         if (reply.code == 354 and step is not Step.DATA) or (
             step is Step.DATA and reply.is_positive
         ):
             raise SMTPProtocolError(f"The server answered {step.value} with {reply}: out of step")
+        if awaited.transaction is None:  # QUIT: whatever it says, the session is over
+            self.quit_reply = reply
+            return [], None
+        transaction, outcome = awaited.transaction, awaited.transaction.outcome
         if step is Step.MAIL:
             outcome.mail_reply = reply
         elif step is Step.RCPT:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django_sockmail.smtp import protocol
 from django_sockmail.smtp.envelope import make_envelope
-from django_sockmail.smtp.pipeline import Pipeline, Transaction, prepare
+from django_sockmail.smtp.pipeline import Pipeline, Step, Transaction, prepare
 from django_sockmail.smtp.results import DEFERRED, FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN
 from tests.smtp.test_protocol import reply
 
@@ -278,3 +278,122 @@ def test_with_chunking_a_refused_envelope_leaves_the_transaction_open() -> None:
     pipeline, _, finished = drive([a], replies, chunking=True)
     assert finished == [a] and a.outcome.error == "every recipient refused"
     assert not pipeline.in_flight and pipeline.reset_needed
+
+
+# QUIT behind the last transaction, when the session ends with the batch.
+
+
+def test_after_offer_quit_no_transaction_may_be_offered() -> None:
+    a = message("a@x.org")
+    pipeline, writes, _ = drive([a], ["250", "250", "354"])
+    assert pipeline.can_offer and not pipeline.quitting
+    quit_ = pipeline.offer_quit()
+    assert [c.wire for c in quit_] == [b"QUIT\r\n"] and [c.display for c in quit_] == ["QUIT"]
+    assert pipeline.quitting and not pipeline.can_offer  # the driver offers nothing more
+    assert pipeline.awaiting and not pipeline.quit_answered
+    # QUIT is counted in what was handed to the driver, behind a's content.
+    assert pipeline.queued == a.written_at + len(b"QUIT\r\n")
+    assert writes[-1] == ["<content>"]
+
+
+def test_with_chunking_quit_follows_the_last_bdat_in_the_same_write() -> None:
+    pipeline = Pipeline(CHUNKING, chunking=True, reset_first=False)
+    a, b = message("a@x.org"), message("b@x.org")
+    written = [c.display for t in (a, b) for c in pipeline.offer(t)]
+    assert pipeline.can_offer  # with BDAT nothing waits for a 354
+    written += [c.display for c in pipeline.offer_quit()]
+    bdat = f"BDAT {len(CONTENT)} LAST"
+    a_, b_ = ([MAIL, f"RCPT TO:<{n}@x.org>", bdat] for n in "ab")
+    assert written == [*a_, "RSET", *b_, "QUIT"]
+    assert not pipeline.can_offer and pipeline.quitting
+    assert [pipeline.next_step] == [Step.MAIL]  # the replies still come in order
+
+
+def test_the_reply_to_quit_is_kept_and_finishes_no_transaction() -> None:
+    a = message("a@x.org")
+    pipeline, _, _ = drive([a], ["250", "250", "354"])
+    pipeline.offer_quit()
+    commands, done = pipeline.receive(reply("250 2.0.0 queued as A"))
+    assert commands == [] and done is a and a.outcome.status == SENT
+    assert pipeline.next_step is Step.QUIT
+    commands, done = pipeline.receive(reply("221 2.0.0 Bye"))
+    assert commands == [] and done is None
+    assert pipeline.quit_reply == reply("221 2.0.0 Bye") and pipeline.quit_answered
+    assert not pipeline.awaiting and not pipeline.in_flight
+    assert a.outcome.status == SENT and a.outcome.queue_id == "A"  # untouched by the QUIT
+
+
+def test_any_reply_but_a_354_answers_quit() -> None:
+    for text in ("421 4.3.2 shutting down", "500 5.5.1 what"):
+        pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
+        pipeline.offer_quit()
+        assert pipeline.receive(reply(text)) == ([], None), text
+        assert pipeline.quit_reply is not None and pipeline.quit_reply.code == int(text[:3])
+
+
+def test_a_354_answering_quit_is_out_of_step() -> None:
+    import pytest
+
+    from django_sockmail.smtp.errors import SMTPProtocolError
+
+    a = message("a@x.org")
+    pipeline, _, _ = drive([a], ["250", "250", "354", "250 ok"])
+    pipeline.offer_quit()
+    with pytest.raises(SMTPProtocolError, match="answered QUIT with 354 go: out of step"):
+        pipeline.receive(reply("354 go"))
+    assert not pipeline.quit_answered
+
+
+def test_a_reply_after_the_reply_to_quit_answers_no_command() -> None:
+    import pytest
+
+    from django_sockmail.smtp.errors import SMTPProtocolError
+
+    pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
+    pipeline.offer_quit()
+    pipeline.receive(reply("221 bye"))
+    with pytest.raises(SMTPProtocolError, match="a reply to no command"):
+        pipeline.receive(reply("250 one too many"))
+
+
+def test_only_quit_left_once_every_transaction_has_its_verdict() -> None:
+    a = message("a@x.org")
+    pipeline, _, _ = drive([a], ["250", "250", "354"])
+    assert not pipeline.only_quit_left  # nothing finished, and no QUIT yet
+    pipeline.offer_quit()
+    assert not pipeline.only_quit_left  # a's verdict is still to come
+    pipeline.receive(reply("250 ok"))
+    assert pipeline.only_quit_left and pipeline.awaiting
+    pipeline.receive(reply("221 bye"))
+    assert pipeline.only_quit_left and not pipeline.awaiting
+
+
+def test_only_quit_left_with_chunking_waits_for_the_last_verdict() -> None:
+    pipeline = Pipeline(CHUNKING, chunking=True, reset_first=False)
+    a, b = message("a@x.org"), message("b@x.org")
+    pipeline.offer(a)
+    pipeline.offer(b)
+    pipeline.offer_quit()
+    left = []
+    # a: MAIL, RCPT, BDAT; b: RSET, MAIL, RCPT, BDAT (refused); then QUIT.
+    for text in ["250", "250", "250 A", "250", "250", "250", "554 5.7.1 no", "221 bye"]:
+        pipeline.receive(reply(text))
+        left.append(pipeline.only_quit_left)
+    assert left == [False] * 6 + [True, True]
+    assert [a.outcome.status, b.outcome.status] == [SENT, FAILED]
+
+
+def test_no_quit_is_only_quit_left_without_quit() -> None:
+    # A batch that keeps its session: nothing in flight is not "only QUIT left".
+    pipeline, _, finished = drive([message("a@x.org")], ["250", "250", "354", "250 ok"])
+    assert len(finished) == 1 and not pipeline.in_flight
+    assert not pipeline.quitting and not pipeline.only_quit_left and not pipeline.awaiting
+
+
+def test_abort_with_quit_in_flight_settles_the_transactions_as_before() -> None:
+    a, b = message("a@x.org"), message("b@x.org")
+    pipeline, _, _ = drive([a, b], ["250", "250", "354", "250 A", "250", "250", "354"])
+    pipeline.offer_quit()  # behind b's content, in the same write
+    unsettled = pipeline.abort(pipeline.queued, server_closed=False)
+    assert unsettled == [b] and b.outcome.status == UNKNOWN and a.outcome.status == SENT
+    assert not pipeline.awaiting
