@@ -17,8 +17,10 @@ backend) and sends them, one connection per batch, alternating in every round:
 
 Three scenarios: smtp-sink on loopback directly; smtp-sink behind a delay line (a
 TCP proxy in a process of its own that holds every chunk 5 ms each way: 10 ms round
-trip), which sends fewer messages (--delay-messages) because every round trip counts;
-and a real Postfix behind the same delay line: a private instance (tests/postfix.py,
+trip), which sends fewer messages (--delay-messages) because every round trip counts,
+and behind it --single-messages more, each on a connection of its own as send_mail()
+sends it (connect, EHLO, the message, QUIT); and a real Postfix behind the same delay
+line: a private instance (tests/postfix.py,
 needs root; its queue on /dev/shm) that offers PIPELINING and CHUNKING like any
 Postfix, and hands what it accepts to its discard transport, so delivery takes
 nothing from acceptance (``--no-postfix`` skips it).
@@ -69,6 +71,12 @@ def parse_args() -> argparse.Namespace:
         "--delay-messages", type=int, default=100, help="per batch on the delay line"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument(
+        "--single-messages",
+        type=int,
+        default=20,
+        help="messages sent one to a connection on the delay line, as send_mail() does",
+    )
     parser.add_argument(
         "--big-batch", type=int, default=10_000, help="messages for the memory peak (0: skip)"
     )
@@ -294,6 +302,20 @@ def send_batch(backend: Any, messages: Any, record: bool) -> int:
     return sent
 
 
+def send_each(backend: Callable[[int], Any], port: int, messages: Any, record: bool) -> int:
+    """Each message on a connection of its own, as ``send_mail()`` sends it: a new
+    backend, opened and closed by send_messages() itself."""
+    from django.test import override_settings
+
+    sent = 0
+    with override_settings(
+        SOCKMAIL={"LOCAL_HOSTNAME": "bench.localhost", "RECORD_SESSIONS": record}
+    ):
+        for message in messages:
+            sent += backend(port).send_messages([message])
+    return sent
+
+
 CASES: tuple[tuple[str, Callable[[int], Any], bool], ...] = (
     ("django", django_backend, False),
     ("ours, recording on", our_backend, True),
@@ -301,8 +323,9 @@ CASES: tuple[tuple[str, Callable[[int], Any], bool], ...] = (
 )
 
 
-def rates(port: int, messages: list[Any], rounds: int) -> dict[str, float]:
-    """Median msg/s of each case, the cases alternating within every round."""
+def rates(port: int, messages: list[Any], rounds: int, *, each: bool = False) -> dict[str, float]:
+    """Median msg/s of each case, the cases alternating within every round: one
+    connection for the batch, or (``each``) a connection for each message."""
     samples: dict[str, list[float]] = {name: [] for name, _, _ in CASES}
     for _, backend, record in CASES:  # warm-up, not counted: imports, first queries
         send_batch(backend(port), messages[:20], record)
@@ -313,7 +336,10 @@ def rates(port: int, messages: list[Any], rounds: int) -> dict[str, float]:
         for name, backend, record in CASES[shift:] + CASES[:shift]:
             gc.collect()
             started = time.perf_counter()
-            sent = send_batch(backend(port), messages, record)
+            if each:
+                sent = send_each(backend, port, messages, record)
+            else:
+                sent = send_batch(backend(port), messages, record)
             elapsed = time.perf_counter() - started
             assert sent == len(messages), (name, sent)
             samples[name].append(len(messages) / elapsed)
@@ -411,6 +437,15 @@ def run(args: argparse.Namespace) -> None:
                 )
             )
             print(f"  delay line: {time.perf_counter() - started:.1f} s", flush=True)
+            started = time.perf_counter()
+            single = delay_messages[: args.single_messages]
+            table.append(
+                (
+                    f"send_mail(), 10 ms RTT ({len(single)} connections)",
+                    rates(proxy_port, single, args.rounds, each=True),
+                )
+            )
+            print(f"  send_mail(): {time.perf_counter() - started:.1f} s", flush=True)
         if not args.no_postfix:
             table.extend(postfix_rates(delay_messages, args.rounds))
         memory = peak_memory(sink_port, args.big_batch, args.database) if args.big_batch else []
