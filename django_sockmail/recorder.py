@@ -163,22 +163,15 @@ def _sent(outcomes: list[MessageOutcome]) -> int:
 
 
 def _insert_chunks(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
-    """The transcript's chunks, as many to a query as ROWS_PER_QUERY and about
-    TEXT_PER_QUERY characters of JSON allow, made as they go: what is held at once is
-    one query's worth, however long the session."""
+    """The transcript's chunks, made as they go: what is held at once is one query's
+    worth, however long the session."""
     table = _table(TranscriptChunk)
-    write = _writer(cursor.db)
-    per_query = _rows_per_query(cursor.db, table)
-    part: list[_Row] = []
-    size = 0
-    for row in _chunk_rows(session_id, transcript):
-        if part and (len(part) >= per_query or size + len(row[3]) > TEXT_PER_QUERY):
-            write(cursor, table, part)
-            part, size = [], 0
-        part.append(row)
-        size += len(row[3])
-    if part:
-        write(cursor, table, part)
+    rows = _chunk_rows(session_id, transcript)
+    _write_by_text(cursor, table, rows, _rows_per_query(cursor.db, table), _chunk_text)
+
+
+def _chunk_text(row: _Row) -> int:
+    return len(row[3])  # the chunk's JSON
 
 
 def _chunk_rows(session_id: int, transcript: Transcript) -> Iterator[_Row]:
@@ -324,16 +317,30 @@ def _insert(cursor: CursorWrapper, table: _Table, rows: Iterable[_Row]) -> None:
     while chunk := list(itertools.islice(rows, per_query)):
         if table.text_size(chunk) <= TEXT_PER_QUERY:
             write(cursor, table, chunk)
-            continue
-        part: list[_Row] = []
-        size = 0
-        for row in chunk:  # rarely: long texts, a few rows to a query
-            weight = table.text_size([row])
-            if part and size + weight > TEXT_PER_QUERY:
-                write(cursor, table, part)
-                part, size = [], 0
-            part.append(row)
-            size += weight
+        else:  # rarely: long texts, a few rows to a query
+            _write_by_text(cursor, table, chunk, per_query, lambda row: table.text_size([row]))
+
+
+def _write_by_text(
+    cursor: CursorWrapper,
+    table: _Table,
+    rows: Iterable[_Row],
+    per_query: int,
+    text_of: Callable[[_Row], int],
+) -> None:
+    """``rows`` as they come, to queries of at most ``per_query`` rows and, unless a
+    row alone is longer, TEXT_PER_QUERY characters of text (``text_of`` a row)."""
+    write = _writer(cursor.db)
+    part: list[_Row] = []
+    size = 0
+    for row in rows:
+        weight = text_of(row)
+        if part and (len(part) >= per_query or size + weight > TEXT_PER_QUERY):
+            write(cursor, table, part)
+            part, size = [], 0
+        part.append(row)
+        size += weight
+    if part:
         write(cursor, table, part)
 
 

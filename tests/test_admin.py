@@ -21,12 +21,13 @@ from pytest_django import Settings
 from django_sockmail import admin as sockmail_admin
 from django_sockmail import models, recorder
 from django_sockmail.backend import EmailBackend
-from django_sockmail.models import Message, Recipient, Session, TranscriptChunk, TranscriptLine
+from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.recorder import record, write_so_far
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import FAILED, Line, MessageRecord
 from tests.servers import SMTPServer
+from tests.spies import decodes
 from tests.test_recorder import (
     CONVERSATION,
     STARTED,
@@ -89,19 +90,6 @@ def recorded_in_parts(lines: list[Line], *, at: int) -> Session:
 def chunk_spans(session: Session) -> list[tuple[int, int]]:
     """(first_seq, line_count) of each of the session's chunks, in order."""
     return list(session.chunks.order_by("first_seq").values_list("first_seq", "line_count"))
-
-
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """From now on, the first_seq of each chunk decoded, in the order they are."""
-    decoded: list[int] = []
-    real = TranscriptChunk.decoded
-
-    def spy(chunk: TranscriptChunk) -> list[TranscriptLine]:
-        decoded.append(chunk.first_seq)
-        return real(chunk)
-
-    monkeypatch.setattr(TranscriptChunk, "decoded", spy)
-    return decoded
 
 
 def session_url(session: Session) -> str:

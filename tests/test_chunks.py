@@ -20,6 +20,7 @@ from django_sockmail import recorder
 from django_sockmail.models import Session, TranscriptChunk, TranscriptLine
 from django_sockmail.recorder import record, write_so_far
 from django_sockmail.transcript import Line, Transcript
+from tests.spies import decodes
 
 STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 L = recorder.LINES_PER_CHUNK
@@ -160,15 +161,7 @@ def test_full_content_lines_of_hundreds_of_kilobytes() -> None:
 @pytest.fixture
 def decoded_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The first_seq of every chunk decoded while the test reads lines."""
-    seen: list[int] = []
-    real_decoded = TranscriptChunk.decoded
-
-    def decoded(chunk: TranscriptChunk) -> list[TranscriptLine]:
-        seen.append(chunk.first_seq)
-        return real_decoded(chunk)
-
-    monkeypatch.setattr(TranscriptChunk, "decoded", decoded)
-    yield seen
+    yield decodes(monkeypatch)
 
 
 @pytest.mark.django_db

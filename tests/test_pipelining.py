@@ -823,15 +823,15 @@ def _421_after_the_last_content(c: Conversation, verdict: bytes) -> None:
     c.send(b"421 4.3.2 shutting down\r\n")
 
 
-@pytest.mark.parametrize("kept_open", [True, False])
-def test_a_421_to_the_last_message_fails_the_batch_as_before(
-    scripted: Any, kept_open: bool
-) -> None:
+def send_into_a_421(
+    server: Any, kept_open: bool
+) -> tuple[list[EmailMessage], list[tuple[str, Any]], Any]:
+    """Three messages through a backend (kept open or not) to a server whose 421 ends
+    the batch: the messages, the signals sent for them in order, and the error."""
     import smtplib
 
     from django_sockmail import signals
 
-    server = scripted(holding_server(3, _421_after_the_last_content))
     messages = batch(3)
     backend = backend_for(server, timeout=3)
     said: list[tuple[str, Any]] = []
@@ -854,11 +854,20 @@ def test_a_421_to_the_last_message_fails_the_batch_as_before(
     finally:
         signals.message_sent.disconnect(on_sent)
         signals.message_failed.disconnect(on_failed)
+    return messages, said, info.value
+
+
+@pytest.mark.parametrize("kept_open", [True, False])
+def test_a_421_to_the_last_message_fails_the_batch_as_before(
+    scripted: Any, kept_open: bool
+) -> None:
+    server = scripted(holding_server(3, _421_after_the_last_content))
+    messages, said, error = send_into_a_421(server, kept_open)
     assert statuses(messages) == ["sent", "sent", "deferred"]
     # Each message's own signal, once: the two taken before the 421 are sent.
     assert said == [("sent", messages[0]), ("sent", messages[1]), ("failed", messages[2])]
-    assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
-    assert info.value.unsent_messages == messages[2:]  # type: ignore[attr-defined]
+    assert error.sent_messages == messages[:2]
+    assert error.unsent_messages == messages[2:]
     session = Session.objects.get()
     assert session.status == "failed" and "421 4.3.2 shutting down" in session.error
     stored = list(session.messages.order_by("id").values_list("status", flat=True))
@@ -871,35 +880,10 @@ def test_verdicts_in_the_read_that_brings_a_421_keep_their_own_signals(
 ) -> None:
     # With CHUNKING every verdict comes in one read, the 421 last: the two messages
     # taken before it are reported sent, with their own signal, before the error.
-    import smtplib
-
-    from django_sockmail import signals
-
     server = scripted(batch_server(3, at(2, "BDAT", b"421 4.3.2 shutting down\r\n")))
-    messages = batch(3)
-    backend = backend_for(server, timeout=3)
-    said: list[tuple[str, Any]] = []
-
-    def on_sent(message: Any, **kwargs: Any) -> None:
-        said.append(("sent", message))
-
-    def on_failed(message: Any, **kwargs: Any) -> None:
-        said.append(("failed", message))
-
-    signals.message_sent.connect(on_sent)
-    signals.message_failed.connect(on_failed)
-    try:
-        with pytest.raises(smtplib.SMTPServerDisconnected, match="421") as info:
-            if kept_open:
-                with backend:
-                    backend.send_messages(messages)
-            else:
-                backend.send_messages(messages)
-    finally:
-        signals.message_sent.disconnect(on_sent)
-        signals.message_failed.disconnect(on_failed)
+    messages, said, error = send_into_a_421(server, kept_open)
     assert statuses(messages) == ["sent", "sent", "deferred"]
     assert said == [("sent", messages[0]), ("sent", messages[1]), ("failed", messages[2])]
-    assert info.value.sent_messages == messages[:2]  # type: ignore[attr-defined]
+    assert error.sent_messages == messages[:2]
     stored = list(Session.objects.get().messages.order_by("position").values_list("status"))
     assert stored == [("sent",), ("sent",), ("deferred",)]

@@ -18,6 +18,24 @@ def _encode(lines):
     return json.dumps(lines, ensure_ascii=False, separators=(",", ":"))
 
 
+def _runs(rows):
+    """``(session_id, first_seq, lines)`` of each run of consecutive lines of a session,
+    LINES_PER_CHUNK at most, from line rows ordered by session and seq; each line as
+    the recorder writes it, ``[offset_us, direction, text]``."""
+    run, session_id, first_seq = [], None, 0
+    for session, seq, offset_ms, direction, text in rows:
+        if run and (
+            session != session_id or seq != first_seq + len(run) or len(run) >= LINES_PER_CHUNK
+        ):
+            yield session_id, first_seq, run
+            run = []
+        if not run:
+            session_id, first_seq = session, seq
+        run.append([round(offset_ms * 1000), direction, text])  # whole microseconds
+    if run:
+        yield session_id, first_seq, run
+
+
 def lines_to_chunks(apps, schema_editor):
     """Every session's lines, a row each until now, into chunks of consecutive lines
     (a gap in the numbering, which the recorder never left, starts a new chunk)."""
@@ -32,26 +50,14 @@ def lines_to_chunks(apps, schema_editor):
         .iterator(chunk_size=2000)
     )
     pending = []
-    current, first, last = None, 0, 0
-
-    def flush_chunk():
-        if current:
-            pending.append(
-                Chunk(session_id=current_session, first_seq=first, line_count=len(current),
-                      lines=_encode(current))
-            )
+    for session_id, first_seq, lines in _runs(rows):
+        pending.append(
+            Chunk(session_id=session_id, first_seq=first_seq, line_count=len(lines),
+                  lines=_encode(lines))
+        )
         if len(pending) >= BATCH:
             Chunk.objects.using(db).bulk_create(pending)
             pending.clear()
-
-    current_session = None
-    for session_id, seq, offset_ms, direction, text in rows:
-        if session_id != current_session or seq != last + 1 or len(current) >= LINES_PER_CHUNK:
-            flush_chunk()
-            current, first, current_session = [], seq, session_id
-        current.append([round(offset_ms * 1000), direction, text])  # whole microseconds
-        last = seq
-    flush_chunk()
     Chunk.objects.using(db).bulk_create(pending)
     # Every session's count in one UPDATE, whatever their number.
     lines = (
