@@ -6,17 +6,19 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
 from .checks import DJANGO_HAS_MAILERS, _user_settings, require_app_installed
-from .conf import conf
+from .conf import conf, port_number, timeout_seconds
 from .rendering import render
 from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
@@ -40,8 +42,10 @@ class EmailBackend(BaseEmailBackend):
 
     After ``send_messages()`` each message carries ``message.sockmail_outcome``
     (:class:`~django_sockmail.smtp.results.MessageOutcome`: status, per-recipient
-    replies, queue id). An exception raised part way through a batch carries
-    ``sent_messages`` and ``unsent_messages``, so a retry never sends one twice.
+    replies, queue id). Whatever exception stops a batch carries ``sent_messages``,
+    ``unsent_messages`` and ``unknown_messages`` (see :meth:`send_messages`), so a
+    retry never sends one twice. Every message handed over has a record in the
+    session's audit log, those never offered as not sent, saying why.
     """
 
     def __init__(
@@ -59,7 +63,11 @@ class EmailBackend(BaseEmailBackend):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        require_app_installed()  # sockmail.E002: the audit log needs its tables
+        # Fail closed where no system check runs (gunicorn, uwsgi, Celery workers): a
+        # switch that is not True or False (sockmail.E009), the audit log's tables
+        # (sockmail.E002), a port or timeout the socket would misread (sockmail.E010).
+        conf.check_switches()
+        require_app_installed()
         self.fail_silently = fail_silently
         # Django 6.1 passes the MAILERS alias, with OPTIONS as keyword arguments;
         # without one, the EMAIL_* settings fill in what was not given.
@@ -77,12 +85,14 @@ class EmailBackend(BaseEmailBackend):
             if DJANGO_HAS_MAILERS and hasattr(email, "MAILERS"):
                 email = settings
             self.host = host or email.EMAIL_HOST
-            self.port = port or email.EMAIL_PORT
+            self.port = port_number(port or email.EMAIL_PORT, _given("port", port or None))
             self.username = email.EMAIL_HOST_USER if username is None else username
             self.password = email.EMAIL_HOST_PASSWORD if password is None else password
             self.use_tls = email.EMAIL_USE_TLS if use_tls is None else use_tls
             self.use_ssl = email.EMAIL_USE_SSL if use_ssl is None else use_ssl
-            self.timeout = email.EMAIL_TIMEOUT if timeout is None else timeout
+            self.timeout = timeout_seconds(
+                email.EMAIL_TIMEOUT if timeout is None else timeout, _given("timeout", timeout)
+            )
             self.ssl_keyfile = email.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
             self.ssl_certfile = email.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
             if self.use_ssl and self.use_tls:
@@ -101,9 +111,13 @@ class EmailBackend(BaseEmailBackend):
                     self.alias,
                 )
             self.host = host
-            self.port = port or (465 if self.use_ssl else 587 if self.use_tls else 25)
+            default_port = 465 if self.use_ssl else 587 if self.use_tls else 25
+            try:
+                self.port = port_number(port or default_port, "OPTIONS['port']")
+                self.timeout = timeout_seconds(timeout, "OPTIONS['timeout']")
+            except ImproperlyConfigured as exc:
+                raise _invalid_mailer(str(exc), self.alias) from None
             self.username, self.password = username or "", password or ""
-            self.timeout = timeout
             self.ssl_keyfile, self.ssl_certfile = ssl_keyfile, ssl_certfile
         self.connection: SMTPClient | None = None
         self._transcript: Transcript | None = None
@@ -162,6 +176,11 @@ class EmailBackend(BaseEmailBackend):
     def open(self) -> bool | None:
         """Open a session. True if it opened one, False if one was open already,
         None if it failed silently."""
+        return self._open(())
+
+    def _open(self, waiting: Sequence[tuple[EmailMessage, Envelope]]) -> bool | None:
+        """:meth:`open`, for a batch: a session that fails to open records each
+        message ``waiting`` for it as never offered."""
         with self._lock:
             if self.connection is not None:
                 return False
@@ -173,19 +192,23 @@ class EmailBackend(BaseEmailBackend):
                 content_mode=conf.STORE_CONTENT,
                 content_max_bytes=conf.CONTENT_MAX_BYTES,
             )
+            self._transcript = transcript  # the session's from its start, for _keep
             try:
                 client = self._client(transcript)
                 client.open()
             except Exception as exc:  # a failed session is recorded too
                 if not transcript.error:
                     transcript.on_error(exc)
+                why = f"the session could not be opened: {_described(exc)}"
+                _Progress(waiting, self._keep).keep_unoffered(why)
+                self._transcript = None
                 self._record(transcript)
                 # Like Django's backend: fail_silently covers OSError (so SMTPError,
                 # or an unreadable EMAIL_SSL_CERTFILE), not programming errors.
                 if self.fail_silently and isinstance(exc, OSError):
                     return None
                 raise
-            self.connection, self._transcript = client, transcript
+            self.connection = client
             return True
 
     def close(self) -> None:
@@ -199,32 +222,45 @@ class EmailBackend(BaseEmailBackend):
                 self._record(transcript)
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        """Send each message; return how many the server accepted."""
+        """Send each message; return how many the server accepted.
+
+        Whatever error stops the batch is raised as its own type (an SMTPError when
+        the session fails, Django's ``BadHeaderError``, a ValueError, for a message
+        that cannot be rendered), with three lists of the messages given, in order:
+        ``error.sent_messages`` the server took, ``error.unsent_messages`` it never
+        took (safe to send again) and ``error.unknown_messages``, which went out
+        whole without a verdict (sending them again may deliver them twice).
+        """
         if not email_messages:
             return 0
-        # Bad addresses are the caller's error: refuse them before anything is sent.
-        batch = [(m, e) for m in email_messages if (e := self._envelope(m)) is not None]
+        try:
+            # Bad addresses are the caller's error: refuse them before anything is sent.
+            batch = [(m, e) for m in email_messages if (e := self._envelope(m)) is not None]
+        except Exception as exc:
+            _say_what_was_sent(exc, sent=[], unsent=list(email_messages), unknown=[])
+            raise
         for message, envelope in batch:
             message.sockmail_outcome = new_outcome(envelope, b"")  # type: ignore[attr-defined]
         messages = [m for m, _ in batch]
         with self._lock:
             try:
                 self._send_batch(batch)
-            except SMTPError as exc:
+            except Exception as exc:
                 # Say exactly which messages the server took, so a retry sends no duplicate.
-                exc.sent_messages = [m for m in messages if _outcome(m).taken]
-                exc.unknown_messages = [m for m in messages if _status(m) == UNKNOWN]
-                exc.unsent_messages = [
-                    m for m in messages if not _outcome(m).taken and _status(m) != UNKNOWN
-                ]
+                _say_what_was_sent(
+                    exc,
+                    sent=[m for m in messages if _outcome(m).taken],
+                    unsent=[m for m in messages if not _outcome(m).taken and _status(m) != UNKNOWN],
+                    unknown=[m for m in messages if _status(m) == UNKNOWN],
+                )
                 raise
         return sum(_outcome(m).taken for m in messages)
 
     def _send_batch(self, batch: list[tuple[EmailMessage, Envelope]]) -> None:
         kept_open = self.connection is not None  # by the caller, across calls
         if kept_open:
-            self._revive()
-        elif self.open() is None:
+            self._revive(batch)
+        elif self._open(batch) is None:
             return  # failed silently
         try:
             if self.connection is None:
@@ -237,7 +273,7 @@ class EmailBackend(BaseEmailBackend):
                 # taken, so once more, on a new connection.
                 if not kept_open or isinstance(exc, TimeoutError) or not _untouched(batch):
                     raise
-                self._revive()
+                self._revive(batch)
                 if self.connection is None:
                     return
                 self._deliver(self.connection, batch, quit_after=False)
@@ -245,13 +281,13 @@ class EmailBackend(BaseEmailBackend):
             if not kept_open or self.connection is None:
                 self.close()
 
-    def _revive(self) -> None:
+    def _revive(self, waiting: Sequence[tuple[EmailMessage, Envelope]]) -> None:
         """Reopen a kept connection that the server has closed (idle timeout, 421):
         the old session is recorded as it ended, and a new one begins."""
         if self.connection is not None and self.connection.is_alive():
             return
         self.close()
-        self.open()
+        self._open(waiting)
 
     def _deliver(
         self, client: SMTPClient, batch: list[tuple[EmailMessage, Envelope]], *, quit_after: bool
@@ -260,53 +296,70 @@ class EmailBackend(BaseEmailBackend):
         client is about to take it, and follow each to the server's verdict. Like
         Django's backend, the first message refused ends the batch (unless
         fail_silently); the ones already on their way are still followed to their
-        verdict."""
-        handed: dict[int, tuple[EmailMessage, MessageRecord, Transaction]] = {}  # by id()
+        verdict. Each message gets its record in the session, in the order given:
+        one never offered (the session ended, the batch stopped, or it could not be
+        rendered) as not sent, saying why."""
+        progress = _Progress(batch, self._keep)
+        handed: dict[int, tuple[int, Transaction]] = {}  # by id(): the position in batch
         refusals: list[SMTPError] = []
 
         def stopped() -> bool:
             return bool(refusals) and not self.fail_silently
 
         def transactions() -> Iterator[Transaction]:
-            for message, envelope in batch:
+            for position, (message, envelope) in enumerate(batch):
                 if stopped():
                     return
-                mime, content = render(message)
+                try:
+                    mime, content = render(message)
+                except Exception as exc:  # a newline in a header: the caller's to fix
+                    progress.unrendered = (position, exc)
+                    raise
                 try:
                     transaction = client.prepare(envelope, content)
                 except SMTPError as exc:  # refused locally: too large, needs SMTPUTF8
                     assert exc.outcome is not None
-                    self._keep(message, _record(message, mime, content, exc.outcome))
+                    progress.keep(position, _record(message, mime, content, exc.outcome))
                     self._failed(message, exc.outcome, exc)
                     refusals.append(exc)
                     continue
                 message.sockmail_outcome = transaction.outcome  # type: ignore[attr-defined]
-                record = _record(message, mime, content, transaction.outcome)
-                handed[id(transaction)] = (message, record, transaction)
+                progress.rendered[position] = _record(message, mime, content, transaction.outcome)
+                handed[id(transaction)] = (position, transaction)
                 yield transaction
 
         try:
             for transaction in client.send_many(
                 transactions(), stop=stopped, quit_after=quit_after
             ):
-                message, record, _ = handed.pop(id(transaction))
-                self._keep(message, record)
-                outcome = transaction.outcome
+                position, _ = handed.pop(id(transaction))
+                message, outcome = batch[position][0], progress.keep(position).outcome
                 if outcome.taken:
                     signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
                 else:
                     refusals.append(_refusal(outcome))
                     self._failed(message, outcome, refusals[-1])
-        except SMTPError as exc:
-            for message, record, transaction in handed.values():
+        except Exception as exc:
+            for position, transaction in handed.values():
                 if transaction.offered:  # settled by the client: unknown, failed, not sent
-                    self._keep(message, record)
-                    self._failed(message, record.outcome, exc)
+                    record = progress.keep(position)
+                    if isinstance(exc, SMTPError):
+                        self._failed(batch[position][0], record.outcome, exc)
             if not client.is_open:
                 self.connection = None  # the session is over; close() records it
-            if not self.fail_silently:
+            # An SMTPError from the client ended the session; anything else (a message
+            # that could not be rendered) stopped the batch.
+            ended = (
+                "the session ended first"
+                if isinstance(exc, SMTPError)
+                else "the batch stopped first"
+            )
+            progress.keep_unoffered(f"{ended}: {_described(exc)}")
+            if not (isinstance(exc, SMTPError) and self.fail_silently):
                 raise
+            return
         if stopped():
+            progress.keep_unoffered(f"a message before it was refused: {_described(refusals[0])}")
             raise refusals[0]
 
     def _failed(self, message: EmailMessage, outcome: MessageOutcome, error: SMTPError) -> None:
@@ -353,6 +406,68 @@ class EmailBackend(BaseEmailBackend):
         record(transcript)
 
 
+@dataclass
+class _Progress:
+    """A batch on its way through one session, so that each of its messages gets one
+    record there (EmailBackend._keep), in the order given."""
+
+    batch: Sequence[tuple[EmailMessage, Envelope]]
+    _keep: Callable[[EmailMessage, MessageRecord], None]
+    # By position in the batch: the records of the messages handed to the client and
+    # not kept yet, made when each was rendered; those kept; the one that could not be.
+    rendered: dict[int, MessageRecord] = field(default_factory=dict)
+    kept: set[int] = field(default_factory=set)
+    unrendered: tuple[int, Exception] | None = None
+
+    def keep(self, position: int, record: MessageRecord | None = None) -> MessageRecord:
+        """Keep the record of the message at ``position``: ``record``, or the one made
+        when it was rendered."""
+        if record is None:
+            record = self.rendered.pop(position)
+        self._keep(self.batch[position][0], record)
+        self.kept.add(position)
+        return record
+
+    def keep_unoffered(self, why: str) -> None:
+        """Keep a record of each message not kept yet, none of which was offered: not
+        sent, saying why. (Every message before them was offered and is kept.)"""
+        for position, (message, envelope) in enumerate(self.batch):
+            if position in self.kept:
+                continue
+            record = self.rendered.pop(position, None) or _unrendered(message, envelope)
+            reason = why
+            if self.unrendered is not None and self.unrendered[0] == position:
+                reason = f"it could not be rendered: {_described(self.unrendered[1])}"
+            record.outcome.error = f"never offered: {reason}"  # its status: not sent
+            self.keep(position, record)
+
+
+def _unrendered(message: EmailMessage, envelope: Envelope) -> MessageRecord:
+    """The record of a message never rendered: what is known without rendering it."""
+    outcome = new_outcome(envelope, b"")
+    outcome.sha256 = ""  # no content was made, so none has a digest
+    message_id = next(
+        (str(v) for k, v in message.extra_headers.items() if k.lower() == "message-id"), ""
+    )
+    return MessageRecord(outcome=outcome, message_id=message_id, subject=str(message.subject))
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _say_what_was_sent(
+    error: Exception,
+    *,
+    sent: list[EmailMessage],
+    unsent: list[EmailMessage],
+    unknown: list[EmailMessage],
+) -> None:
+    """Attach the three lists to ``error``, whatever its type (every exception takes
+    attributes; SMTPError declares these)."""
+    vars(error).update(sent_messages=sent, unsent_messages=unsent, unknown_messages=unknown)
+
+
 def _untouched(batch: list[tuple[EmailMessage, Envelope]]) -> bool:
     """No message of the batch got a verdict but a 421 (or none at all), so sending
     all of them again can deliver none twice."""
@@ -381,6 +496,12 @@ def _record(
         subject=str(message.subject),
         headers=header_block(content),
     )
+
+
+def _given(argument: str, value: object) -> str:
+    """How to name a port or timeout: the EMAIL_* setting it came from, or the argument
+    it was given as (None: not given)."""
+    return f"EMAIL_{argument.upper()}" if value is None else f"EmailBackend's {argument} argument"
 
 
 def _invalid_mailer(message: str, alias: str) -> Exception:

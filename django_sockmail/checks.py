@@ -16,6 +16,9 @@ sockmail.E007   AUTH_MECHANISM and OAUTH2_TOKEN disagree
 sockmail.E008   SOCKMAIL is not a dict
 sockmail.E009   a SOCKMAIL value its key does not take (a switch that is not
                 True or False, a negative size, a bad RETENTION, TIMEOUTS or WRITE_EVERY)
+sockmail.E010   EMAIL_PORT or EMAIL_TIMEOUT (or a MAILERS entry's ``port`` or
+                ``timeout`` OPTIONS) is not a port from 1 to 65535, or not a number of
+                seconds above 0 (or None)
 sockmail.W001   port 465 (implicit TLS) without SSL
 sockmail.W002   certificate verification disabled
 sockmail.W003   cleartext AUTH allowed to a server not on loopback, without TLS
@@ -26,6 +29,10 @@ sockmail.W005   SSL (implicit TLS) on port 25 or 587, where servers expect START
 Only our backend's configuration is looked at: the EMAIL_* settings when
 EMAIL_BACKEND is :class:`django_sockmail.backend.EmailBackend` (or a subclass), and on
 Django 6.1 each MAILERS entry whose BACKEND is.
+
+The errors that would make a session go wrong (E001, E002, E009's switches, E010) are
+raised by the backend too, as ImproperlyConfigured when it is built: gunicorn, uwsgi
+and Celery workers never run the checks.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import LazyObject, empty
 from django.utils.module_loading import import_string
 
-from .conf import Settings, conf
+from .conf import SWITCHES, Settings, conf, port_number, timeout_seconds
 from .smtp.client import is_loopback
 from .smtp.protocol import MECHANISMS
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
@@ -57,18 +64,14 @@ BACKEND = "django_sockmail.backend.EmailBackend"
 # earlier versions ignore a MAILERS setting.
 DJANGO_HAS_MAILERS = django.VERSION >= (6, 1)
 
-# The keys conf.Settings documents, and those of them that are switches.
+# The keys conf.Settings documents.
 KNOWN_KEYS = tuple(name for name, value in vars(Settings).items() if isinstance(value, property))
-BOOLEAN_KEYS = tuple(
-    name
-    for name in KNOWN_KEYS
-    if getattr(vars(Settings)[name].fget, "__annotations__", {}).get("return") in ("bool", bool)
-)
 
 # The option names of a MAILERS entry, as the EMAIL_* settings spell them.
 _EMAIL_SETTING = {
     "host": "EMAIL_HOST",
     "port": "EMAIL_PORT",
+    "timeout": "EMAIL_TIMEOUT",
     "use_tls": "EMAIL_USE_TLS",
     "use_ssl": "EMAIL_USE_SSL",
 }
@@ -80,6 +83,7 @@ def register_checks() -> None:
     """Register every check; called once from ``SockmailConfig.ready()``."""
     checks.register(check_app_installed, TAG)
     checks.register(check_tls_settings, TAG)
+    checks.register(check_connection_settings, TAG)
     checks.register(check_tls_verification, TAG, checks.Tags.security)
     checks.register(check_cleartext_auth, TAG, checks.Tags.security)
     checks.register(check_sockmail_setting, TAG)
@@ -130,15 +134,26 @@ def _as_int(value: object) -> int | None:
         return None
 
 
+def _valid_port(value: object) -> int | None:
+    """``value`` as the backend reads a port, None when it refuses it (E010)."""
+    try:
+        return port_number(value, "port")
+    except ImproperlyConfigured:
+        return None
+
+
 @dataclass(frozen=True)
 class Mailer:
     """One configuration of our backend: the EMAIL_* settings, or a MAILERS entry."""
 
     alias: str | None  # None: the EMAIL_* settings
     host: str
-    port: int | None  # None when it is not a number
+    port: int | None  # None when it is not a port (sockmail.E010 says so)
     use_tls: bool
     use_ssl: bool
+    # The port and timeout as given, for sockmail.E010.
+    given_port: object = None
+    timeout: object = None
 
     def name(self, option: str) -> str:
         """How the settings spell ``option`` ("use_tls", "port", ...) here."""
@@ -154,13 +169,16 @@ def our_mailers() -> list[Mailer]:
         return _mailers_entries(user_settings.MAILERS)
     if not _is_ours(getattr(user_settings, "EMAIL_BACKEND", None)):
         return []
+    port = getattr(user_settings, "EMAIL_PORT", None)
     return [
         Mailer(
             alias=None,
             host=str(getattr(user_settings, "EMAIL_HOST", "") or ""),
-            port=_as_int(getattr(user_settings, "EMAIL_PORT", None)),
+            port=_valid_port(port),
             use_tls=bool(getattr(user_settings, "EMAIL_USE_TLS", False)),
             use_ssl=bool(getattr(user_settings, "EMAIL_USE_SSL", False)),
+            given_port=port,
+            timeout=getattr(user_settings, "EMAIL_TIMEOUT", None),
         )
     ]
 
@@ -178,9 +196,12 @@ def _mailers_entries(mailers: object) -> list[Mailer]:
         use_tls, use_ssl = bool(options.get("use_tls")), bool(options.get("use_ssl"))
         # The backend's default port for the security asked for.
         default_port = _IMPLICIT_TLS_PORT if use_ssl else 587 if use_tls else 25
-        port = _as_int(options["port"]) if options.get("port") else default_port
+        given_port = options.get("port") or default_port
         host = str(options.get("host") or "")
-        found.append(Mailer(str(alias), host, port, use_tls, use_ssl))
+        timeout = options.get("timeout")
+        found.append(
+            Mailer(str(alias), host, _valid_port(given_port), use_tls, use_ssl, given_port, timeout)
+        )
     return found
 
 
@@ -296,6 +317,32 @@ def check_tls_settings(
     return messages
 
 
+# -- sockmail.E010: the port and the timeout ----------------------------------------
+
+
+def check_connection_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """sockmail.E010: a port or a timeout the backend refuses when it is built."""
+    messages: list[checks.CheckMessage] = []
+    for mailer in our_mailers():
+        for option, value, validate, wanted in (
+            ("port", mailer.given_port, port_number, "a whole number from 1 to 65535"),
+            ("timeout", mailer.timeout, timeout_seconds, "a number of seconds, or None"),
+        ):
+            try:
+                validate(value, mailer.name(option))
+            except ImproperlyConfigured as error:
+                messages.append(
+                    checks.Error(
+                        f"{error}: the backend refuses to be built with it.",
+                        hint=f"Set {mailer.name(option)} to {wanted}.",
+                        id="sockmail.E010",
+                    )
+                )
+    return messages
+
+
 # -- sockmail.W002, W003: security ---------------------------------------------------
 
 
@@ -303,7 +350,8 @@ def check_tls_verification(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     key = _settings_key("DANGEROUSLY_SKIP_TLS_VERIFICATION")
-    if not bool(_sockmail().get("DANGEROUSLY_SKIP_TLS_VERIFICATION", False)):
+    # A value that is not a bool is sockmail.E009 (and refused by the backend).
+    if _sockmail().get("DANGEROUSLY_SKIP_TLS_VERIFICATION", False) is not True:
         return []
     return [
         checks.Warning(
@@ -322,7 +370,7 @@ def check_cleartext_auth(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     key = _settings_key("ALLOW_CLEARTEXT_AUTH")
-    if not bool(_sockmail().get("ALLOW_CLEARTEXT_AUTH", False)):
+    if _sockmail().get("ALLOW_CLEARTEXT_AUTH", False) is not True:  # else E009
         return []
     messages: list[checks.CheckMessage] = []
     for mailer in our_mailers():
@@ -396,11 +444,6 @@ def _wrong_type(key: str, expected: str, value: object) -> checks.Error:
 
 def _value_types(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
-    for key in BOOLEAN_KEYS:
-        value = sockmail.get(key, False)
-        # A string such as "False" (from an environment variable) would count as True.
-        if not isinstance(value, bool) and not (isinstance(value, int) and value in (0, 1)):
-            messages.append(_wrong_type(key, "True or False", value))
     if "CONTENT_MAX_BYTES" in sockmail:
         value = sockmail["CONTENT_MAX_BYTES"]
         if isinstance(value, bool) or _as_int(value) is None or int(value) < 0:
@@ -430,8 +473,9 @@ def _value_types(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
     return messages
 
 
-# The keys whose values conf.py checks as it reads them.
-VALIDATED_ON_READING = ("TIMEOUTS", "WRITE_EVERY")
+# The keys whose values conf.py checks as it reads them: a switch that is not True or
+# False (a string such as "False", from an environment variable, would count as true).
+VALIDATED_ON_READING = (*SWITCHES, "TIMEOUTS", "WRITE_EVERY")
 
 
 def _store_content(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -14,22 +15,70 @@ from django.utils.module_loading import import_string
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
 
 TIMEOUT_STEPS = ("connect", "greeting", "command", "data", "deadline")
+_LAST_PORT = 65535
 
 
-def _positive_or_none(value: object) -> bool:
+def _positive_or_none(value: object) -> TypeGuard[float | None]:
+    """None, or a finite number of seconds above 0 (not a bool, not a string)."""
     if value is None:
         return True
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        and math.isfinite(value)
+    )
+
+
+def port_number(value: object, name: str) -> int:
+    """The TCP port a setting gives: an int from 1 to 65535, or such a number written
+    in decimal digits (as an environment variable gives it, which Django's own backend
+    accepts too). Anything else raises ImproperlyConfigured naming the setting: a port
+    past 65535 would reach the port it wraps around to, and be recorded as another."""
+    number = int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= _LAST_PORT:
+        raise ImproperlyConfigured(
+            f"{name} must be a port number from 1 to {_LAST_PORT}; got {value!r}"
+        )
+    return number
+
+
+def timeout_seconds(value: object, name: str) -> float | None:
+    """A timeout a setting gives: None (wait as long as it takes) or a number of
+    seconds above 0. Anything else (a string such as "5", a bool, 0) raises
+    ImproperlyConfigured naming the setting, where it would otherwise fail at the first
+    connection, or never time out."""
+    if not _positive_or_none(value):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of seconds above 0, or None; got {value!r}"
+        )
+    return value
 
 
 class Settings:
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, "SOCKMAIL", {}).get(name, default)
 
+    def _switch(self, name: str, default: bool) -> bool:
+        """A key that is True or False. Any other value fails closed, before it
+        could count as true: "False" read from an environment variable is a
+        non-empty string."""
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"SOCKMAIL[{name!r}] must be True or False; got {value!r}")
+        return value
+
+    def check_switches(self) -> None:
+        """Raise ImproperlyConfigured for the first switch (:data:`SWITCHES`) that is
+        not True or False: the backend calls this when it is built, since gunicorn,
+        uwsgi and Celery workers never run the system checks."""
+        for name in SWITCHES:
+            getattr(self, name)
+
     @property
     def RECORD_SESSIONS(self) -> bool:
         """Write every session's transcript to the database (default True)."""
-        return bool(self._get("RECORD_SESSIONS", True))
+        return self._switch("RECORD_SESSIONS", True)
 
     @property
     def LOCAL_HOSTNAME(self) -> str | None:
@@ -47,19 +96,19 @@ class Settings:
     def DANGEROUSLY_SKIP_TLS_VERIFICATION(self) -> bool:
         """Accept any certificate from any host. For test servers only: it makes TLS
         worthless against anyone on the path. Every session logs a warning."""
-        return bool(self._get("DANGEROUSLY_SKIP_TLS_VERIFICATION", False))
+        return self._switch("DANGEROUSLY_SKIP_TLS_VERIFICATION", False)
 
     @property
     def OPPORTUNISTIC_TLS(self) -> bool:
         """Without EMAIL_USE_TLS/SSL: use STARTTLS when the server offers it, and carry
         on in cleartext when it does not. (EMAIL_USE_TLS never falls back.)"""
-        return bool(self._get("OPPORTUNISTIC_TLS", False))
+        return self._switch("OPPORTUNISTIC_TLS", False)
 
     @property
     def ALLOW_CLEARTEXT_AUTH(self) -> bool:
         """Send credentials over an unencrypted connection to a server that is not on
         loopback (default False: such a session fails before AUTH)."""
-        return bool(self._get("ALLOW_CLEARTEXT_AUTH", False))
+        return self._switch("ALLOW_CLEARTEXT_AUTH", False)
 
     @property
     def AUTH_MECHANISM(self) -> str:
@@ -83,13 +132,13 @@ class Settings:
     def PIPELINING(self) -> bool:
         """Group commands (RFC 2920) when the server offers PIPELINING (default True;
         turn off for a server that offers it but gets it wrong)."""
-        return bool(self._get("PIPELINING", True))
+        return self._switch("PIPELINING", True)
 
     @property
     def CHUNKING(self) -> bool:
         """Send content with BDAT (RFC 3030) when the server offers CHUNKING (default
         True; turn off for a server that offers it but gets it wrong)."""
-        return bool(self._get("CHUNKING", True))
+        return self._switch("CHUNKING", True)
 
     @property
     def TIMEOUTS(self) -> dict[str, float | None]:
@@ -157,5 +206,12 @@ class Settings:
             return value
         return timedelta(days=float(value))
 
+
+# The keys that are switches: True or False, nothing else.
+SWITCHES = tuple(
+    name
+    for name, value in vars(Settings).items()
+    if isinstance(value, property) and value.fget.__annotations__.get("return") in ("bool", bool)
+)
 
 conf = Settings()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
@@ -292,3 +293,68 @@ def test_an_unreadable_client_certificate_fails_like_djangos_backend(tmp_path: A
     session = Session.objects.last()
     assert session is not None and session.status == "failed" and "missing.pem" in session.error
     assert (session.host, session.port) == ("127.0.0.1", 1)
+
+
+# -- settings that fail closed when the backend is built --------------------------------
+
+
+def test_a_port_past_65535_is_refused_not_wrapped_around(smtpd: SMTPServer) -> None:
+    # 65536 + p reached port p, and the audit log recorded the port that was not used.
+    wrapped = 65536 + smtpd.port
+    with (
+        override_settings(EMAIL_HOST=smtpd.host, EMAIL_PORT=wrapped),
+        pytest.raises(ImproperlyConfigured, match=rf"EMAIL_PORT .*{wrapped}"),
+    ):
+        mail.get_connection(BACKEND).send_messages([EmailMessage("s", "b", "a@x.org", ["b@x.org"])])
+    assert smtpd.messages == []
+    assert Session.objects.count() == 0  # no session with a port that was not used
+
+
+@pytest.mark.parametrize("port", ["abc", -25, 0x10000, 25.5])
+def test_a_port_given_to_the_backend_is_checked_too(port: object) -> None:
+    with pytest.raises(ImproperlyConfigured, match="EmailBackend's port argument"):
+        EmailBackend(host="127.0.0.1", port=port)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", ["5", 0, -1, True])
+def test_a_timeout_that_is_not_seconds_is_refused(timeout: object) -> None:
+    with (
+        override_settings(EMAIL_TIMEOUT=timeout),
+        pytest.raises(ImproperlyConfigured, match="EMAIL_TIMEOUT"),
+    ):
+        EmailBackend(host="127.0.0.1")
+    with pytest.raises(ImproperlyConfigured, match="EmailBackend's timeout argument"):
+        EmailBackend(host="127.0.0.1", timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_a_port_in_digits_is_taken_as_djangos_backend_takes_it(smtpd: SMTPServer) -> None:
+    with override_settings(EMAIL_HOST=smtpd.host, EMAIL_PORT=str(smtpd.port)):
+        backend = mail.get_connection(BACKEND)
+    assert isinstance(backend, EmailBackend) and backend.port == smtpd.port
+    assert backend.send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])]) == 1
+    assert Session.objects.get().port == smtpd.port
+
+
+@pytest.mark.parametrize("key", ["DANGEROUSLY_SKIP_TLS_VERIFICATION", "ALLOW_CLEARTEXT_AUTH"])
+def test_a_security_switch_given_as_a_string_stops_the_backend(smtpd: SMTPServer, key: str) -> None:
+    # "False" from an environment variable is true to bool(): verification off, or
+    # credentials in cleartext. The backend is not built at all, so nothing is sent.
+    with (
+        override_settings(SOCKMAIL={key: "False"}),
+        pytest.raises(ImproperlyConfigured, match=rf"SOCKMAIL\['{key}'\] must be True or False"),
+    ):
+        backend_for(smtpd).send_messages([EmailMessage("s", "b", "a@example.org", ["b@x.org"])])
+    assert smtpd.messages == [] and Session.objects.count() == 0
+
+
+def test_a_switch_changed_after_the_backend_was_built_fails_closed_when_read(
+    smtpd: SMTPServer,
+) -> None:
+    backend = backend_for(smtpd)
+    message = EmailMessage("s", "b", "a@example.org", ["b@x.org"])
+    with (
+        override_settings(SOCKMAIL={"ALLOW_CLEARTEXT_AUTH": "False"}),
+        pytest.raises(ImproperlyConfigured, match="ALLOW_CLEARTEXT_AUTH"),
+    ):
+        backend.send_messages([message])
+    assert smtpd.messages == []

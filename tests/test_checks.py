@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from django_sockmail import checks
 from django_sockmail.backend import EmailBackend
+from django_sockmail.conf import conf
 
 OURS = "django_sockmail.backend.EmailBackend"
 DJANGOS = "django.core.mail.backends.smtp.EmailBackend"
@@ -303,7 +304,7 @@ def test_e009_a_value_its_key_does_not_take(sockmail: dict[str, Any]) -> None:
 @override_settings(
     SOCKMAIL={
         "RECORD_SESSIONS": True,
-        "PIPELINING": 0,
+        "PIPELINING": False,
         "CHUNKING": False,
         "CONTENT_MAX_BYTES": 0,
         "RETENTION": timedelta(hours=12),
@@ -314,3 +315,122 @@ def test_e009_a_value_its_key_does_not_take(sockmail: dict[str, Any]) -> None:
 )
 def test_valid_values_give_no_messages() -> None:
     assert ids() == []
+
+
+# -- switches fail closed ---------------------------------------------------------------
+
+
+SWITCHES = (
+    "RECORD_SESSIONS",
+    "DANGEROUSLY_SKIP_TLS_VERIFICATION",
+    "OPPORTUNISTIC_TLS",
+    "ALLOW_CLEARTEXT_AUTH",
+    "PIPELINING",
+    "CHUNKING",
+)
+
+
+def test_the_switches_are_conf_s_booleans() -> None:
+    from django_sockmail import conf as conf_module
+
+    assert conf_module.SWITCHES == SWITCHES
+
+
+@pytest.mark.parametrize("key", SWITCHES)
+@pytest.mark.parametrize("value", ["False", "0", "", 0, 1, None])
+def test_a_switch_that_is_not_a_bool_fails_closed_everywhere(key: str, value: object) -> None:
+    # An environment variable gives "False", which bool() reads as true: for
+    # DANGEROUSLY_SKIP_TLS_VERIFICATION or ALLOW_CLEARTEXT_AUTH, the opposite of what
+    # was meant. Gunicorn, uwsgi and Celery workers never run the checks, so the
+    # backend refuses to be built, and the setting refuses to be read.
+    with override_settings(SOCKMAIL={key: value}):
+        assert ids(("sockmail", "security")) == ["sockmail.E009"]
+        [error] = run_checks(tags=["sockmail"])
+        assert repr(key) in error.msg and repr(value) in error.msg
+        with pytest.raises(ImproperlyConfigured, match=rf"SOCKMAIL\['{key}'\]"):
+            EmailBackend(host="127.0.0.1", port=25)
+        with pytest.raises(ImproperlyConfigured, match=rf"SOCKMAIL\['{key}'\]"):
+            getattr(conf, key)
+
+
+@override_settings(EMAIL_HOST="smtp.example.org")
+def test_a_security_switch_that_is_not_a_bool_is_an_error_not_a_warning() -> None:
+    # W002 and W003 would say "is True" of "False": E009 says what is wrong instead.
+    for key in ("DANGEROUSLY_SKIP_TLS_VERIFICATION", "ALLOW_CLEARTEXT_AUTH"):
+        with override_settings(SOCKMAIL={key: "False"}):
+            assert ids(("sockmail", "security")) == ["sockmail.E009"]
+        with override_settings(SOCKMAIL={key: True}):
+            assert ids(("security",)) in (["sockmail.W002"], ["sockmail.W003"])
+
+
+@pytest.mark.parametrize("key", SWITCHES)
+@pytest.mark.parametrize("value", [True, False])
+def test_a_switch_that_is_a_bool_builds(key: str, value: bool) -> None:
+    with override_settings(SOCKMAIL={key: value}):
+        assert "sockmail.E009" not in ids()
+        EmailBackend(host="127.0.0.1", port=25)
+        assert getattr(conf, key) is value
+
+
+# -- E010: the port and the timeout -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("EMAIL_PORT", "abc"),
+        ("EMAIL_PORT", 65536 + 25),  # the socket would reach port 25, recorded as 65561
+        ("EMAIL_PORT", -25),
+        ("EMAIL_PORT", 0),
+        ("EMAIL_PORT", 25.0),
+        ("EMAIL_PORT", True),
+        ("EMAIL_PORT", " 25"),
+        ("EMAIL_TIMEOUT", "5"),
+        ("EMAIL_TIMEOUT", 0),
+        ("EMAIL_TIMEOUT", -1),
+        ("EMAIL_TIMEOUT", True),
+        ("EMAIL_TIMEOUT", float("nan")),
+        ("EMAIL_TIMEOUT", float("inf")),
+    ],
+)
+def test_e010_a_port_or_timeout_the_backend_refuses(setting: str, value: object) -> None:
+    with override_settings(**{setting: value}):
+        [error] = run_checks(tags=["sockmail"])
+        assert error.id == "sockmail.E010"
+        assert setting in error.msg and repr(value) in error.msg and setting in str(error.hint)
+        with pytest.raises(ImproperlyConfigured, match=setting):
+            EmailBackend()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("EMAIL_PORT", 1),
+        ("EMAIL_PORT", 65535),
+        ("EMAIL_PORT", "587"),  # from an environment variable: Django's backend takes it
+        ("EMAIL_TIMEOUT", None),
+        ("EMAIL_TIMEOUT", 5),
+        ("EMAIL_TIMEOUT", 0.5),
+    ],
+)
+def test_a_port_or_timeout_the_backend_takes(setting: str, value: object) -> None:
+    with override_settings(**{setting: value}):
+        assert ids() == []
+        backend = EmailBackend()
+    if setting == "EMAIL_PORT":
+        assert backend.port == int(str(value))  # an int, as the socket and the log take it
+    else:
+        assert backend.timeout == value
+
+
+@pytest.mark.parametrize(("option", "value"), [("port", "abc"), ("port", 70000), ("timeout", "5")])
+def test_e010_in_a_mailers_entry(django_with_mailers: None, option: str, value: object) -> None:
+    with override_settings(MAILERS=mailers(**{option: value})):
+        [error] = run_checks(tags=["sockmail"])
+    assert error.id == "sockmail.E010"
+    assert f"MAILERS['transactional']['OPTIONS'][{option!r}]" in error.msg
+
+
+def test_e010_not_for_another_backends_settings() -> None:
+    with override_settings(EMAIL_BACKEND=DJANGOS, EMAIL_PORT="abc", EMAIL_TIMEOUT="5"):
+        assert ids() == []

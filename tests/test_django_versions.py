@@ -159,6 +159,38 @@ def test_a_wrong_mailers_entry_is_an_invalid_mailer_naming_its_alias(
 
 
 @on_django_61
+@pytest.mark.parametrize(
+    ("given", "option"),
+    [
+        ({"port": "abc"}, "port"),
+        ({"port": 65536 + 25}, "port"),  # would reach port 25, and be recorded as 65561
+        ({"port": -25}, "port"),
+        ({"port": True}, "port"),
+        ({"timeout": "5"}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+    ],
+)
+def test_a_mailer_s_port_or_timeout_the_socket_would_misread_is_an_invalid_mailer(
+    given: dict[str, Any], option: str
+) -> None:
+    mailers = {"broken": {"BACKEND": OURS, "OPTIONS": {"host": "127.0.0.1", **given}}}
+    with override_settings(MAILERS=mailers), pytest.raises(mail.InvalidMailer) as raised:  # type: ignore[attr-defined,unused-ignore]
+        mail.mailers["broken"]  # type: ignore[attr-defined,unused-ignore]
+    assert f"MAILERS['broken']: OPTIONS[{option!r}]" in str(raised.value)
+    assert repr(given[option]) in str(raised.value)
+    assert not Session.objects.exists()
+
+
+@on_django_61
+def test_a_mailer_s_port_in_digits_is_taken(make_smtpd: MakeServer) -> None:
+    server = make_smtpd()
+    options = {"host": server.host, "port": str(server.port), "timeout": 5}
+    with override_settings(MAILERS={"default": {"BACKEND": OURS, "OPTIONS": options}}):
+        assert mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"]) == 1
+    assert Session.objects.get().port == server.port
+
+
+@on_django_61
 def test_send_mail_using_an_alias_goes_through_that_mailer(
     tls_auth_server: SMTPServer, client_cert: tuple[str, str], make_smtpd: MakeServer
 ) -> None:
@@ -262,6 +294,23 @@ def test_the_email_settings_reach_our_backend_and_send(
     assert ours == []
     assert len(tls_auth_server.messages) == 1
     assert_session_went_to(tls_auth_server, "starttls")
+
+
+@on_django_52
+@pytest.mark.parametrize(
+    ("setting", "value"), [("EMAIL_PORT", "abc"), ("EMAIL_PORT", 65561), ("EMAIL_TIMEOUT", "5")]
+)
+def test_an_email_port_or_timeout_the_socket_would_misread_stops_get_connection(
+    setting: str, value: object
+) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(EMAIL_BACKEND=OURS, **{setting: value}):
+        with pytest.raises(ImproperlyConfigured, match=setting):
+            mail.get_connection()
+        with pytest.raises(ImproperlyConfigured, match=setting):
+            mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"])
+    assert not Session.objects.exists()
 
 
 @on_django_52
