@@ -2,16 +2,19 @@
 
 Addresses are checked before anything is sent: one mailbox each, no control
 characters, no angle brackets that could close the path and smuggle ESMTP parameters,
-and domains IDNA-encoded. A non-ASCII local part needs SMTPUTF8 (RFC 6531).
+and non-ASCII domains as IDNA 2008 A-labels (RFC 5891, with UTS #46 mapping). A
+non-ASCII local part needs SMTPUTF8 (RFC 6531).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.errors import HeaderParseError, NonASCIILocalPartDefect
+from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.policy import default as default_policy
+
+import idna
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>\s\"]")  # never in a domain
@@ -66,21 +69,52 @@ class Envelope:
 
 _NO_DOMAIN = "addr-spec local part with no domain"
 
+_ADDRESS_LITERAL = re.compile(r"\[[!-Z^-~]+\]")  # printable ASCII but "[", "\\", "]"
+_MAX_LABEL = 63  # octets (RFC 1035 §2.3.4)
+_MAX_DOMAIN = 253  # octets, no final dot: the most a name in DNS can spell
 
-def _idna_domain(domain: str) -> str:
-    if domain.startswith("[") and domain.endswith("]"):  # an address literal
+
+def _ascii_domain(domain: str, address: str) -> str:
+    """The domain as the envelope carries it: an address literal or an ASCII domain as
+    written, a non-ASCII domain as IDNA 2008 A-labels.
+
+    Python's "idna" codec is IDNA 2003, which maps "faß.de" to "fass.de", another
+    domain, and lets symbols through ("♥.de"; U+FF1E, a wide ">", as ">"). The idna
+    package applies UTS #46 (non-transitional: "ß" stays) and the IDNA 2008 rules, and
+    its A-labels are letters, digits and hyphens only.
+    """
+    if domain.startswith("["):  # an address literal: RFC 5321's dcontent, ASCII only
+        if _ADDRESS_LITERAL.fullmatch(domain) is None:
+            raise ValueError(f"Invalid address {address!r}: not an address literal")
         return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"Invalid domain in address: {domain!r}") from exc
+    if domain.isascii():
+        # As written, as before: IDNA's rules are for non-ASCII names, and an ASCII
+        # one ("host_1.internal") is the server's to judge.
+        encoded = domain
+    else:
+        try:
+            encoded = idna.encode(domain, uts46=True).decode("ascii")
+        except UnicodeError as exc:  # idna.IDNAError is one
+            raise ValueError(
+                f"Invalid address {address!r}: its domain is not a valid IDNA 2008 name ({exc})"
+            ) from exc
+    labels = encoded.split(".")
+    if len(encoded) > _MAX_DOMAIN or not all(0 < len(label) <= _MAX_LABEL for label in labels):
+        raise ValueError(
+            f"Invalid address {address!r}: its domain is not a DNS name "
+            "(an empty label, one of over 63 octets, or over 253 in all)"
+        )
+    return encoded
 
 
 # The common case, "local@example.org" in plain ASCII, needs no parser: it is already
 # its own envelope form. (Parsing every address dominated the time to send a message.)
+# Labels of at most 63 characters, a domain of at most 253: a longer one takes the
+# parser's way, and is refused there.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\Z"
+    rf"@{_LABEL}(?:\.{_LABEL})*\Z"
 )
 
 
@@ -93,14 +127,16 @@ def envelope_address(address: str | tuple[str, str]) -> str:
     if isinstance(address, tuple):
         address = address[1]
     address = str(address)  # lazy translation strings, as Django's force_str allows
-    if _PLAIN.match(address):
+    if _PLAIN.match(address) and len(address.rpartition("@")[2]) <= _MAX_DOMAIN:
         return address
     if _CONTROL.search(address):
         raise ValueError(f"Invalid address (control character): {address!r}")
     try:
         header = default_policy.header_factory("To", address)
         mailboxes = header.addresses
-    except (HeaderParseError, IndexError, ValueError) as exc:
+    except Exception as exc:
+        # HeaderParseError, or one of the parser's own bugs on odd input: AttributeError
+        # on "a@[" (CPython gh-134155), TypeError on " .;". Either way, no mailbox.
         raise ValueError(f"Invalid address: {address!r}") from exc
     # A non-ASCII local part is valid with SMTPUTF8, and a bare local part
     # ("webmaster") is allowed as Django allows it (#15042); any other defect is not.
@@ -122,7 +158,7 @@ def envelope_address(address: str | tuple[str, str]) -> str:
         if "<" in local or ">" in local:
             raise ValueError(f"Invalid address: {address!r}")
         local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{local}@{_idna_domain(domain)}" if domain else local
+    return f"{local}@{_ascii_domain(domain, address)}" if domain else local
 
 
 def make_envelope(

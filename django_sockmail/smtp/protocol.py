@@ -91,6 +91,10 @@ class Capabilities:
         extensions: dict[str, str] = {}
         for line in reply.lines[1:]:  # the first line is the server's greeting name
             keyword, _, params = line.strip().partition(" ")
+            if not keyword.isascii():
+                # Not an ehlo-keyword (RFC 5321 §4.1.1.1), and str.upper() could make
+                # one of it: "\u017fize".upper() == "SIZE" (a long s).
+                continue
             if keyword.upper().startswith("AUTH="):
                 # The pre-RFC 4954 form some servers still send: "AUTH=LOGIN PLAIN".
                 keyword, params = "AUTH", f"{keyword[5:]} {params}"
@@ -106,13 +110,26 @@ class Capabilities:
 
     @property
     def auth_mechanisms(self) -> list[str]:
-        return self.extensions.get("AUTH", "").upper().split()
+        # ASCII names only, as with keywords: "pla\u0131n".upper() == "PLAIN".
+        return [m.upper() for m in self.extensions.get("AUTH", "").split() if m.isascii()]
+
+    # RFC 1870's size-param in ASCII digits (str.isdigit() also takes "²", which int()
+    # refuses), and no longer than any real limit: int() refuses over 4300 digits.
+    _SIZE_VALUE = re.compile(r"[0-9]{1,20}")
 
     @property
     def size_limit(self) -> int | None:
-        """The SIZE limit the server declared, None when it declared none (or 0)."""
+        """The SIZE limit the server declared (RFC 1870), None when it declared none.
+
+        0 declares no limit. So, here, does a value that is no number ("SIZE ²", "SIZE
+        10M") or one of over 20 digits: the server did not say a limit we can hold it
+        to, so nothing is refused locally for its size. The extension itself is still
+        used (``SIZE=`` on MAIL), and the server's verdict on the message stands.
+        """
         value = self.extensions.get("SIZE", "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        if self._SIZE_VALUE.fullmatch(value) is None:
+            return None
+        return int(value) or None
 
 
 def hello(name: str) -> Exchange[Capabilities]:

@@ -16,15 +16,32 @@ NOT_SENT = "not_sent"  # never offered to the server (the session ended first)
 # may have been queued. Retrying it may deliver it twice (RFC 1047).
 UNKNOWN = "unknown"
 
-# How common servers name the queue entry in their reply to the end of data.
+# How common servers and providers name the queue entry in their reply to the end of
+# data; the first that matches wins. Each captures only printable ASCII, no spaces.
 _QUEUE_ID_PATTERNS = [
-    re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE),  # Postfix
-    re.compile(r"\bid=([A-Za-z0-9._-]+)"),  # Exim
-    re.compile(r"^(?:2\.\d\.\d )?([A-Za-z0-9]{8,}) Message accepted", re.IGNORECASE),  # Sendmail
-    re.compile(r"InternalId=(\d+)"),  # Microsoft
-    re.compile(r"^2\.0\.0 OK\s+\d+ (\S+) - gsmtp"),  # Google
+    # Postfix "2.0.0 Ok: queued as 4ZkX2b0Qz5z9v"; SendGrid "Ok: queued as <X-Message-Id>"
+    re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE),
+    re.compile(r"\bid=([A-Za-z0-9._-]+)"),  # Exim "OK id=1vAbCd-000Efg-Hi"
+    # Sendmail "2.0.0 5AQ3x1a9012345 Message accepted for delivery"; OpenSMTPD the same
+    # with its 8 hex digits, after "2.0.0: ", "2.0.0 " or nothing (as versions differ)
+    re.compile(r"^(?:2\.[0-9]\.[0-9]:? )?([A-Za-z0-9]{8,}) Message accepted", re.IGNORECASE),
+    # Exchange, and Microsoft 365's inbound servers: "2.6.0 <message-id>
+    # [InternalId=1417339042123, Hostname=…] … Queued mail for delivery"
+    re.compile(r"InternalId=([0-9]+)"),
+    # Microsoft 365 submission (smtp.office365.com) names the Message-ID it gave the
+    # message: "2.0.0 OK <id@….prod.outlook.com> [Hostname=…]"; Exchange without an
+    # InternalId: "2.6.0 <id@host> Queued mail for delivery"
+    re.compile(r"^2\.0\.0 OK <([!-;=?-~]+)> \[Hostname="),  # printable ASCII but <, >
+    re.compile(r"^2\.6\.0 <([!-;=?-~]+)> .*Queued mail for delivery"),
+    # Gmail "2.0.0 OK  1731389794 ffacd0b85a97d-381ed975a54si7856017f8f.119 - gsmtp"
+    re.compile(r"^2\.0\.0 OK +[0-9]+ ([A-Za-z0-9._-]+) - gsmtp"),
+    # Amazon SES "Ok 010001727bf05c7f-8ff7cc5f-aea3-4284-91ea-51f2f82c4469-000000": its
+    # message id (16 hex digits, a UUID, 6 digits), the one its notifications name
+    re.compile(r"^Ok ([0-9a-f]{16}-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9]{6})\b"),
+    # Haraka "Message Queued (5B199CBD-2F0B-4A5C-9E3E-0123456789AB.1)": the transaction
+    re.compile(r"\bMessage Queued \(([A-Za-z0-9.-]+)\)"),
 ]
-
+# Mailgun names none: "250 Great success".
 
 # Any of them, for the usual reply that names no queue id: one search rules them all out.
 _ANY_QUEUE_ID = re.compile("|".join(f"(?:{p.pattern})" for p in _QUEUE_ID_PATTERNS), re.IGNORECASE)

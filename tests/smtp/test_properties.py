@@ -1,5 +1,7 @@
-"""Property tests (Hypothesis) for the two places where the client meets arbitrary bytes:
-the reply parser (whatever a server sends) and body preparation (whatever a user sends).
+"""Property tests (Hypothesis) for the places where the client meets arbitrary input:
+the reply parser and what is read from replies (whatever a server sends: EHLO
+capabilities, queue ids), and body preparation and envelope addresses (whatever a user
+sends).
 
 Deterministic: every test runs under the ``sockmail-properties`` settings profile
 (derandomized, no example database), applied per test so that nothing here changes
@@ -16,9 +18,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from django_sockmail.smtp import results
 from django_sockmail.smtp.data import normalize_line_endings
+from django_sockmail.smtp.envelope import envelope_address
 from django_sockmail.smtp.errors import SMTPProtocolError
-from django_sockmail.smtp.protocol import content_command
+from django_sockmail.smtp.protocol import Capabilities, content_command
 from django_sockmail.smtp.replies import Reply, ReplyParser
 
 settings.register_profile(
@@ -462,3 +466,178 @@ def test_str_body_is_safe_on_the_wire(body: str) -> None:
     expected = re.sub(r"\r\n|\r|\n", "\r\n", body)
     expected += "" if expected.endswith("\r\n") else "\r\n"
     assert normalize_line_endings(raw).decode("utf-8") == expected
+
+
+# 6. EHLO capabilities: whatever the server offers, a reply or a protocol error --------
+
+# Any text a reply line can hold once decoded: everything but LF (a bare CR, NUL and
+# the rest do arrive) and lone surrogates (decoding with "replace" makes none).
+LINE_TEXT = st.text(
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"), max_size=40
+)
+EHLO_KEYWORDS = st.sampled_from(
+    ["SIZE", "size", "AUTH", "AUTH=LOGIN", "STARTTLS", "SMTPUTF8", "\u017fIZE", "", " "]
+)
+EHLO_PARAMS = st.sampled_from(
+    [
+        "",
+        "0",
+        "1000",
+        "00",
+        "-1",
+        "+5",
+        "1_000",
+        "1e3",
+        " 12 ",
+        "10M",
+        "\u00b2",  # superscript two: str.isdigit() says yes, int() says no
+        "\u0661\u0660\u0660\u0660",  # Arabic-Indic 1000: int() reads it
+        "\uff11\uff10",  # fullwidth 10
+        "9" * 25,
+        "9" * 5000,  # past int()'s 4300-digit limit
+        "PLAIN LOGIN",
+        "PLA\u0131N",  # a dotless i, which str.upper() makes "I"
+    ]
+)
+EHLO_LINES = st.lists(
+    st.one_of(
+        st.tuples(EHLO_KEYWORDS, EHLO_PARAMS).map(" ".join),
+        st.tuples(EHLO_KEYWORDS, LINE_TEXT).map(" ".join),
+        LINE_TEXT,
+    ),
+    max_size=6,
+)
+
+
+def assert_capabilities_readable(reply: Reply) -> None:
+    """Read everything the client reads from an EHLO reply: nothing may raise but
+    SMTPProtocolError, and what comes out is what the client can use."""
+    try:
+        capabilities = Capabilities.from_ehlo(reply)
+        limit = capabilities.size_limit
+        mechanisms = capabilities.auth_mechanisms
+        capabilities.has("SIZE")
+    except SMTPProtocolError:
+        return
+    assert limit is None or (type(limit) is int and limit > 0)
+    assert all(m.isascii() and m == m.upper() and m for m in mechanisms)
+    assert all(k.isascii() and k == k.upper() for k in capabilities.extensions)
+
+
+@PROFILE
+@given(lines=EHLO_LINES)
+@example(lines=["SIZE \u00b2"])
+@example(lines=["SIZE " + "9" * 5000])
+def test_any_ehlo_reply_gives_capabilities_or_a_protocol_error(lines: list[str]) -> None:
+    assert_capabilities_readable(Reply(250, ("mx.example", *lines)))
+
+
+@PROFILE
+@given(lines=EHLO_LINES, raw=st.lists(st.binary(max_size=12), max_size=3))
+@example(lines=[], raw=[b"SIZE \xc2\xb2"])
+def test_any_ehlo_bytes_give_capabilities_or_a_protocol_error(
+    lines: list[str], raw: list[bytes]
+) -> None:
+    # From the wire: the parser decodes each line as the client receives it.
+    texts = [line.encode("utf-8") for line in lines] + raw
+    data = b"".join(b"250-" + text + b"\r\n" for text in [b"mx.example", *texts])
+    replies, _ = parse(ReplyParser(), [data + b"250 HELP\r\n"])
+    for reply in replies:
+        assert_capabilities_readable(reply)
+
+
+# 7. Queue ids: whatever the server said, an id it named or none ----------------------
+
+
+@PROFILE
+@given(
+    lines=st.lists(
+        st.one_of(
+            LINE_TEXT,
+            st.sampled_from(
+                [
+                    "2.0.0 Ok: queued as ABC",
+                    "OK id=1vAbCd-000Efg-Hi",
+                    "2.0.0: 0f0b5c4a Message accepted for delivery",
+                    "2.6.0 <a@b> [InternalId=\u0661\u0662, Hostname=H] Queued mail for delivery",
+                    "2.0.0 OK <a\u00e9@b> [Hostname=H]",
+                    "2.0.0 OK  1 a\u00e9 - gsmtp",
+                    "Ok 010001727bf05c7f-8ff7cc5f-aea3-4284-91ea-51f2f82c4469-000000",
+                    "Message Queued (5B199CBD-2F0B-4A5C-9E3E-0123456789AB.1)",
+                    "QUEUED AS x",
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_a_queue_id_is_printable_ascii_the_server_sent(lines: list[str]) -> None:
+    reply = Reply(250, tuple(lines))
+    found = results.queue_id(reply)
+    assert found == "" or (found.isascii() and found.isprintable() and " " not in found)
+    assert found in reply.text
+    # The one search that rules out the usual reply never rules out a named id.
+    first = (m for p in results._QUEUE_ID_PATTERNS if (m := p.search(reply.text)))
+    assert found == next((m.group(1) for m in first), "")
+
+
+# 8. Envelope addresses: whatever the user wrote, a safe path or a ValueError ----------
+
+ADDRESS_PIECES = st.sampled_from(
+    [
+        "a",
+        "Z",
+        "0",
+        ".",
+        "-",
+        "_",
+        "@",
+        " ",
+        '"',
+        "<",
+        ">",
+        "[",
+        "]",
+        ",",
+        "\\",
+        "ß",
+        "ü",
+        "\u2665",  # a symbol: IDNA 2003 encoded it, IDNA 2008 does not
+        "\uff1e",  # a wide ">": IDNA 2003 made it ">"
+        "\uff0e",  # a wide full stop: UTS #46 makes it "."
+        "\u3002",  # the ideographic full stop, likewise
+        "\u0640",  # a joining mark, disallowed
+        "\u200d",  # a zero-width joiner (CONTEXTJ)
+        "xn--",
+        "a" * 64,
+    ]
+)
+ADDRESSES = st.one_of(
+    st.lists(ADDRESS_PIECES, max_size=12).map("".join),
+    st.tuples(
+        st.lists(ADDRESS_PIECES, min_size=1, max_size=4).map("".join),
+        st.lists(ADDRESS_PIECES, min_size=1, max_size=6).map("".join),
+    ).map("@".join),
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=30),
+)
+_NOT_IN_A_PATH = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+@PROFILE
+@given(address=ADDRESSES)
+@example(address="a@x\uff1e.org")
+@example(address="Name <a@x\uff1eNOTIFY\uff1dSUCCESS.org>")
+@example(address="a@[\x80]")  # an address literal is ASCII
+def test_an_envelope_address_is_a_safe_path_or_a_value_error(address: str) -> None:
+    try:
+        path = envelope_address(address)
+    except ValueError:
+        return
+    # Nothing that ends the path early or starts a new command line.
+    assert not _NOT_IN_A_PATH.search(path)
+    if path.endswith('"'):
+        return  # a quoted local part alone: a local mailbox, no domain
+    _local, at, domain = path.rpartition("@")
+    if at:
+        assert domain.isascii() and not re.search(r"[\s\"]", domain)

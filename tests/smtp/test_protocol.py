@@ -307,3 +307,42 @@ def test_bad_dsn_requests_are_value_errors(bad: dict[str, Any]) -> None:
 
     with pytest.raises(ValueError):
         DSN(**bad)
+
+
+def ehlo_with(*lines: str) -> protocol.Capabilities:
+    return protocol.Capabilities.from_ehlo(Reply(250, ("mx.example", *lines)))
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param("²", id="superscript-two"),  # str.isdigit() is True, int() refuses it
+        pytest.param("\u0661\u0660\u0660\u0660", id="arabic-indic-digits"),  # int(): 1000
+        pytest.param("9" * 5000, id="over-int-max-str-digits"),
+        pytest.param("9" * 21, id="over-twenty-digits"),
+        pytest.param("10M", id="not-a-number"),
+        pytest.param("0", id="zero-declares-no-limit"),
+        pytest.param("", id="no-value"),
+    ],
+)
+def test_a_size_that_is_no_ascii_number_declares_no_limit(size: str) -> None:
+    # The server offered SIZE but named no limit we can hold it to: nothing is refused
+    # locally for its size, and SIZE= is still declared on MAIL (RFC 1870).
+    caps = ehlo_with(f"SIZE {size}")
+    assert caps.size_limit is None
+    protocol.check_message(caps, ENVELOPE, b"x" * 10_000)
+    assert f"SIZE={len(CONTENT)}" in protocol.mail_parameters(caps, ENVELOPE, CONTENT)
+
+
+def test_the_largest_size_read_is_twenty_digits() -> None:
+    assert ehlo_with("SIZE " + "9" * 20).size_limit == 10**20 - 1
+    assert ehlo_with("SIZE 00001000").size_limit == 1000
+
+
+def test_keywords_and_mechanisms_are_matched_in_ascii_only() -> None:
+    # str.upper() maps a long s to "S" and a dotless i to "I": such names are no
+    # keyword or mechanism the server offered.
+    caps = ehlo_with("\u017fIZE 1000", "\u017fTARTTLS", "AUTH PLA\u0131N LOGIN")
+    assert not caps.has("SIZE") and caps.size_limit is None
+    assert not caps.has("STARTTLS")
+    assert caps.auth_mechanisms == ["LOGIN"]
