@@ -1,5 +1,6 @@
 """A read-only admin for the audit log: sessions with their transcript, messages with
-their recipients. Nothing can be added or changed here; superusers may delete.
+their recipients, and the recipient list that a page with too many to show links to.
+Nothing can be added or changed here; superusers may delete.
 
 Everything the server said is hostile input: it reaches the page only through
 auto-escaping templates and ``format_html``.
@@ -7,7 +8,7 @@ auto-escaping templates and ``format_html``.
 
 from __future__ import annotations
 
-import re
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from django.core.paginator import Paginator
 from django.db import connections, models, router
 from django.db.models import F, Func, Q, QuerySet, Value
 from django.db.models.lookups import Exact, IStartsWith
+from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.templatetags.static import static
 from django.urls import URLPattern, path, reverse
@@ -28,6 +30,7 @@ from django.utils import timezone
 from django.utils.formats import date_format, number_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from .models import (
@@ -38,11 +41,21 @@ from .models import (
     TranscriptLine,
     subject_key,
 )
+from .plaintext import printable
 
 # The session page renders at most this many transcript lines and messages; the rest
 # are counted, and the messages are a link away in the message list.
 TRANSCRIPT_LINE_LIMIT = 5000
 MESSAGE_LIMIT = 500
+# The message page renders at most this many of its recipients (each a row of form
+# fields: the costly part of the page), and the session page this many of all its
+# messages' together, the first in message and RCPT order (room for a batch of
+# MESSAGE_LIMIT messages to a few recipients each). The rest are counted, and each
+# message's are a link away in the recipient list.
+RECIPIENT_LIMIT = 500
+SESSION_RECIPIENT_LIMIT = 2000
+# The recipient list's filter for one message's recipients (the links above).
+MESSAGE_FILTER = "message__id__exact"
 
 # An address search lists the ids of the messages to that recipient in its query, up
 # to this many (beyond, a subquery): see _search().
@@ -198,12 +211,29 @@ class AuditLogAdmin(_ModelAdmin[_M]):
     def has_delete_permission(self, request: HttpRequest, obj: _M | None = None) -> bool:
         return bool(request.user.is_superuser) and super().has_delete_permission(request, obj)
 
+    def recipient_list_url(self, message_id: int) -> str:
+        """The recipient list, filtered to one message's recipients."""
+        url = reverse(
+            f"{self.admin_site.name}:django_sockmail_recipient_changelist",
+            current_app=self.admin_site.name,
+        )
+        return f"{url}?{urlencode({MESSAGE_FILTER: message_id})}"
+
+
+@dataclass(frozen=True)
+class _RecipientRow:
+    recipient: Recipient
+    outcome: SafeString
+
 
 @dataclass(frozen=True)
 class _MessageRow:
     message: Message
     url: str
     status: SafeString
+    recipients: list[_RecipientRow]  # the first of them: see SESSION_RECIPIENT_LIMIT
+    recipients_hidden: int
+    recipients_url: str  # all of them, in the recipient list
 
 
 @dataclass(frozen=True)
@@ -289,16 +319,6 @@ def _unbracketed(term: str) -> str:
     return term[1:-1] if term.startswith("<") and term.endswith(">") else term
 
 
-# Control characters other than tab and newline, which a terminal would act upon.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _printable(text: str) -> str:
-    """Text as it may go into a plain-text file that people ``cat``: every control
-    character (an escape sequence from a hostile server, a bare CR) as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def transcript_header(session: Session) -> list[str]:
     """The lines above the conversation in a transcript download."""
     security = session.get_security_display()
@@ -332,7 +352,7 @@ def transcript_header(session: Session) -> list[str]:
     ]
     return [
         f"SMTP session {session.pk}",
-        *(f"{label}: {_printable(value)}" for label, value in rows if value),
+        *(f"{label}: {printable(value)}" for label, value in rows if value),
     ]
 
 
@@ -341,7 +361,7 @@ def transcript_line(offset_ms: float, direction: str, text: str) -> str:
     the continuation lines of a multi-line text (the header block) are indented."""
     _, prefix = _LINE_KINDS.get(direction, ("info", direction))
     lead = f"+{offset_ms:.3f}ms {prefix} "
-    first, *rest = _printable(text).split("\n")
+    first, *rest = printable(text).split("\n")
     indent = " " * len(lead)
     return "\n".join([lead + first, *(indent + line for line in rest)])
 
@@ -354,13 +374,6 @@ def transcript_text(session: Session) -> Iterator[str]:
     for chunk in session.iter_transcript_chunks():
         lines = chunk.decoded()
         yield "".join(transcript_line(x.offset_ms, x.direction, x.text) + "\n" for x in lines)
-
-
-@dataclass(frozen=True)
-class _RecipientRow:
-    message: _MessageRow
-    recipient: Recipient
-    outcome: SafeString
 
 
 def _recipient_outcome(recipient: Recipient) -> SafeString:
@@ -376,6 +389,23 @@ def _recipient_outcome(recipient: Recipient) -> SafeString:
         static(f"admin/img/icon-{icon}.svg"),
         outcome,
     )
+
+
+def _first_recipients(session: Session, messages: list[Message]) -> dict[int, list[Recipient]]:
+    """The first SESSION_RECIPIENT_LIMIT recipients of ``messages`` (a session's first,
+    in order), in message and RCPT order, by message id: one query however many there
+    are."""
+    if not messages:
+        return {}
+    recipients = (
+        Recipient.objects.using(session._state.db)
+        .filter(message__session=session, message__position__lte=messages[-1].position)
+        .order_by("message__position", "id")[:SESSION_RECIPIENT_LIMIT]
+    )
+    by_message: dict[int, list[Recipient]] = defaultdict(list)
+    for recipient in recipients:
+        by_message[recipient.message_id].append(recipient)
+    return by_message
 
 
 @admin.register(Session)
@@ -491,6 +521,10 @@ class SessionAdmin(AuditLogAdmin[Session]):
 
     def transcript_view(self, request: HttpRequest, object_id: str) -> StreamingHttpResponse:
         """The transcript as a plain-text download, for whoever may view the session."""
+        # Refused before the lookup: without the permission, a missing id and an
+        # existing one answer alike, so ids cannot be probed for.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         session = self.get_object(request, unquote(object_id))
         if session is None:
             raise Http404("No such SMTP session.")
@@ -520,30 +554,15 @@ class SessionAdmin(AuditLogAdmin[Session]):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _session_context(self, session: Session) -> dict[str, Any]:
-        messages = list(
-            session.messages.order_by("position").prefetch_related("recipients")[:MESSAGE_LIMIT]
-        )
+        messages = list(session.messages.order_by("position")[:MESSAGE_LIMIT])
+        recipients = _first_recipients(session, messages)
         lines = session.transcript_lines(limit=TRANSCRIPT_LINE_LIMIT)
-        message_rows = [
-            _MessageRow(
-                message,
-                reverse(
-                    f"{self.admin_site.name}:django_sockmail_message_change",
-                    args=[message.pk],
-                    current_app=self.admin_site.name,
-                ),
-                status_icon(message.status, message.get_status_display()),
-            )
-            for message in messages
-        ]
+        message_rows = [self._message_row(m, recipients.get(m.pk, [])) for m in messages]
         return {
             "sockmail_messages": message_rows,
             "sockmail_messages_hidden": max(session.message_count - len(messages), 0),
-            "sockmail_recipients": [
-                _RecipientRow(row, recipient, _recipient_outcome(recipient))
-                for row in message_rows
-                for recipient in row.message.recipients.all()
-            ],
+            "sockmail_recipients_shown": any(row.recipients for row in message_rows),
+            "sockmail_recipients_hidden": sum(row.recipients_hidden for row in message_rows),
             "sockmail_lines": [_line_row(line) for line in lines],
             "sockmail_lines_hidden": max(session.line_count - len(lines), 0),
             "sockmail_transcript_url": reverse(
@@ -553,6 +572,31 @@ class SessionAdmin(AuditLogAdmin[Session]):
             ),
         }
 
+    def _message_row(self, message: Message, recipients: list[Recipient]) -> _MessageRow:
+        return _MessageRow(
+            message,
+            reverse(
+                f"{self.admin_site.name}:django_sockmail_message_change",
+                args=[message.pk],
+                current_app=self.admin_site.name,
+            ),
+            status_icon(message.status, message.get_status_display()),
+            [_RecipientRow(r, _recipient_outcome(r)) for r in recipients],
+            max(message.recipient_count - len(recipients), 0),
+            self.recipient_list_url(message.pk),
+        )
+
+
+class _FirstRecipients(BaseInlineFormSet):  # type: ignore[type-arg]
+    """A message's first RECIPIENT_LIMIT recipients, in RCPT order: the message page
+    counts the rest and links to them."""
+
+    def get_queryset(self) -> QuerySet[Recipient]:
+        # Sliced once: each form indexes into this, so it must be evaluated only once.
+        if not hasattr(self, "_first"):
+            self._first = super().get_queryset()[:RECIPIENT_LIMIT]
+        return self._first
+
 
 class RecipientInline(_TabularInline[Recipient, Message]):
     model = Recipient
@@ -561,6 +605,7 @@ class RecipientInline(_TabularInline[Recipient, Message]):
     extra = 0
     can_delete = False
     verbose_name_plural = "recipients and the server's reply to each RCPT"
+    formset = _FirstRecipients
 
     def has_add_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
         return False
@@ -641,6 +686,22 @@ class MessageAdmin(AuditLogAdmin[Message]):
         )
         return queryset.filter(pk__in=message_ids), False
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Message | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context.update(
+                sockmail_recipients_hidden=max(obj.recipient_count - RECIPIENT_LIMIT, 0),
+                sockmail_recipients_url=self.recipient_list_url(obj.pk),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     @admin.display(description="time", ordering="session__started_at")
     def session_started_at(self, obj: Message) -> str:
         return timestamp(obj.session.started_at)
@@ -661,3 +722,43 @@ class MessageAdmin(AuditLogAdmin[Message]):
     @admin.display(description="headers")
     def headers_display(self, obj: Message) -> SafeString:
         return format_html('<pre class="sockmail-headers">{}</pre>', obj.headers)
+
+
+@admin.register(Recipient)
+class RecipientAdmin(AuditLogAdmin[Recipient]):
+    """Every recipient, newest first; a message's own (``?message__id__exact=``) in RCPT
+    order. The message and session pages show the first few (:data:`RECIPIENT_LIMIT`,
+    :data:`SESSION_RECIPIENT_LIMIT`) and link here for the rest."""
+
+    list_display = ("address", "outcome", "reply", "message_link")
+    list_display_links = None  # a row says all there is: no page of its own to go to
+    # Each row shows its message: joined in, not fetched row by row.
+    list_select_related = ("message",)
+    sortable_by = ()
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        # One message's recipients in RCPT order (the recorder writes them in that
+        # order); the whole list newest first, like the others.
+        return ("id",) if MESSAGE_FILTER in request.GET else ("-id",)
+
+    def has_view_permission(self, request: HttpRequest, obj: Recipient | None = None) -> bool:
+        # Recipients are part of their message: whoever may see the message sees them.
+        message = obj.message if obj is not None else None
+        return self.admin_site.get_model_admin(Message).has_view_permission(request, message)
+
+    @admin.display(description="outcome")
+    def outcome(self, obj: Recipient) -> SafeString:
+        return _recipient_outcome(obj)
+
+    @admin.display(description="server reply to RCPT")
+    def reply(self, obj: Recipient) -> str:
+        return obj.reply
+
+    @admin.display(description="message")
+    def message_link(self, obj: Recipient) -> SafeString:
+        url = reverse(
+            f"{self.admin_site.name}:django_sockmail_message_change",
+            args=[obj.message_id],
+            current_app=self.admin_site.name,
+        )
+        return format_html('<a href="{}">{}</a>', url, obj.message)

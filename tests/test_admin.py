@@ -371,6 +371,7 @@ def test_the_transcript_download_escapes_control_characters(admin_client: Client
         lines=[
             Line(0.0, "S", "220 \x1b[2J\x1b]0;owned\x07 hello\rthere"),
             Line(0.001, "D", "Subject: a\tb\nX-Evil: \x1b[31mred"),
+            Line(0.002, "S", "250 \u009b2J cleared by a C1 CSI"),
         ],
         error="bad \x1b[1m error",
     )
@@ -381,6 +382,7 @@ def test_the_transcript_download_escapes_control_characters(admin_client: Client
     assert "+0.000ms S: 220 \\x1b[2J\\x1b]0;owned\\x07 hello\\x0dthere" in text
     assert "+1.000ms D: Subject: a\tb\n" in text
     assert "X-Evil: \\x1b[31mred" in text
+    assert "\u009b" not in text and "+2.000ms S: 250 \\x9b2J cleared by a C1 CSI" in text
     assert "Error: bad \\x1b[1m error" in text
 
 

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -775,3 +776,132 @@ def test_the_probe_trusts_the_ca_bundle_from_settings(
         call_command("sockmail_probe", f"127.0.0.1:{server.port}", "--starttls", stdout=StringIO())
     session = Session.objects.get()
     assert session.status == "ok" and session.tls_version.startswith("TLSv1")
+
+
+# Terminal safety: the server's text reaches the terminal with its control characters
+# escaped (\xNN), as in the transcript download; the audit log keeps it as it was said.
+
+# Set the terminal's title (OSC … BEL), clear the screen (ESC [2J), and a CSI written as
+# the C1 control U+009B (in UTF-8 on the wire), then a bare CR that would overwrite the line.
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\u009b31mred\rspoof"
+ESCAPED = "\\x1b]0;owned\\x07\\x1b[2J\\x9b31mred\\x0dspoof"
+HOSTILE_BYTES = HOSTILE.encode()
+assert b"\xc2\x9b" in HOSTILE_BYTES
+
+
+def raw_controls(text: str) -> list[str]:
+    """The control characters (Unicode Cc: C0, DEL, C1) in ``text`` that a terminal would
+    act upon: all but newline and tab."""
+    return [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\t"]
+
+
+def test_server_text_is_escaped_in_the_live_lines_and_the_capabilities(
+    scripted: Scripted,
+) -> None:
+    server = scripted(
+        Responder(
+            {
+                "GREETING": b"220 scripted.test " + HOSTILE_BYTES + b"\r\n",
+                "EHLO": b"250-scripted.test " + HOSTILE_BYTES + b"\r\n"
+                b"250-X-EVIL " + HOSTILE_BYTES + b"\r\n250 8BITMIME\r\n",
+                "QUIT": b"221 " + HOSTILE_BYTES + b"\r\n",
+            }
+        )
+    )
+    writes: list[str] = []
+
+    class Watching(StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return super().write(text)
+
+    result = probe(target(server), "--ehlo", "probe.example", stdout=Watching())
+
+    assert result.error is None, result.error
+    assert raw_controls(result.out) == [] and raw_controls(result.err) == []
+    assert [w for w in writes if raw_controls(w)] == []  # nor any single write
+    lines = result.transcript
+    assert f"S: 220 scripted.test {ESCAPED}" in lines
+    assert f"S: 250-scripted.test {ESCAPED}" in lines
+    assert f"S: 221 {ESCAPED}" in lines
+    # (The EHLO parser takes the CR for a space between the keyword's parameters.)
+    assert f"X-EVIL {ESCAPED.replace(chr(92) + 'x0d', ' ')}" in result.section("Capabilities:")
+    # The audit log keeps what the server said; only its display is escaped.
+    session = Session.objects.get()
+    said = [line.text for line in session.transcript_lines() if line.direction == "S"]
+    assert f"220 scripted.test {HOSTILE}" in said
+    assert f"250-X-EVIL {HOSTILE}" in said
+
+
+HOSTILE_FAILURES = {
+    "refused-greeting": (
+        {"GREETING": b"554 5.7.1 " + HOSTILE_BYTES + b"\r\n"},
+        [],
+        f"SMTPConnectError: 554 5.7.1 {ESCAPED}",
+    ),
+    "multi-line-refusal": (
+        {"GREETING": b"554-5.7.1 \x1b[2J\r\n554 5.7.1 " + HOSTILE_BYTES + b"\r\n"},
+        [],
+        f"SMTPConnectError: 554 5.7.1 \\x1b[2J; 5.7.1 {ESCAPED}",
+    ),
+    "421-to-ehlo": (
+        {"EHLO": b"421 4.3.2 " + HOSTILE_BYTES + b"\r\n"},
+        [],
+        f"SMTPServerDisconnected: The server closed the session: 421 4.3.2 {ESCAPED}",
+    ),
+    "starttls-refused": (
+        {"EHLO": STARTTLS_EHLO, "STARTTLS": b"454 4.7.0 " + HOSTILE_BYTES + b"\r\n"},
+        ["--starttls"],
+        f"SMTPCommandError: 454 4.7.0 {ESCAPED}",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("replies", "args", "expected"), HOSTILE_FAILURES.values(), ids=HOSTILE_FAILURES.keys()
+)
+def test_server_text_is_escaped_in_the_final_error(
+    scripted: Scripted, replies: dict[str, bytes], args: list[str], expected: str
+) -> None:
+    server = scripted(Responder(dict(replies)))
+
+    result = probe(target(server), *args)
+
+    assert result.error is not None
+    message = str(result.error)
+    assert message == f"Probe of {target(server)} failed: {expected}"
+    assert raw_controls(message) == []
+    assert raw_controls(result.out) == [] and raw_controls(result.err) == []
+    # Live too: the refusal as it came, and the error line before the summary.
+    assert any(line.startswith("S: ") and line.endswith(ESCAPED) for line in result.transcript)
+    live = "\n".join(result.transcript)
+    assert ESCAPED in live[live.index("* error: ") :]  # (a multi-line reply: many lines)
+    assert HOSTILE in Session.objects.get().error  # kept as it was said
+
+
+def test_certificate_names_are_escaped(scripted: Scripted, ca: trustme.CA, trust_ca: str) -> None:
+    # A certificate's names are the server's words too (a UTF8String may hold anything).
+    cert = ca.issue_cert("127.0.0.1", organization_unit_name=HOSTILE)
+    server = scripted(Responder({"EHLO": STARTTLS_EHLO}, tls_context=server_context(cert)))
+
+    result = probe(target(server), "--starttls")
+
+    assert result.error is None, result.error
+    assert raw_controls(result.out) == []
+    assert f"organizationalUnitName={ESCAPED}" in result.field("subject")
+    assert HOSTILE in Session.objects.get().tls_peer_subject
+
+
+def test_no_control_character_reaches_the_terminal_from_the_command_line(
+    scripted: Scripted,
+) -> None:
+    refusing = scripted(Responder({"GREETING": b"554 5.7.1 " + HOSTILE_BYTES + b"\r\n"}))
+
+    failed = run_manage_py(target(refusing), "--no-record")
+
+    assert failed.returncode == 1
+    assert raw_controls(failed.stdout) == [] and raw_controls(failed.stderr) == []
+    assert f"S: 554 5.7.1 {ESCAPED}\n" in failed.stdout
+    assert failed.stderr == (
+        f"CommandError: Probe of {target(refusing)} failed: SMTPConnectError: 554 5.7.1 {ESCAPED}\n"
+    )

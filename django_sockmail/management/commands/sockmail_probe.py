@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_sockmail.conf import conf
+from django_sockmail.plaintext import printable
 from django_sockmail.recorder import record
 from django_sockmail.smtp.client import Security, SMTPClient, create_ssl_context
 from django_sockmail.smtp.events import SessionListener, TLSInfo
@@ -76,8 +77,10 @@ def _is_ipv6(text: str) -> bool:
 
 
 def format_line(line: Line) -> str:
-    """A transcript line as the probe prints it: ``S: 250 OK``, ``* connected ...``."""
-    return f"* {line.text}" if line.direction == INFO else f"{line.direction}: {line.text}"
+    """A transcript line as the probe prints it: ``S: 250 OK``, ``* connected ...``,
+    with the control characters of the server's text escaped (:func:`printable`)."""
+    text = printable(line.text)
+    return f"* {text}" if line.direction == INFO else f"{line.direction}: {text}"
 
 
 class LiveTranscript(SessionListener):
@@ -261,9 +264,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Authenticated as {auth} with AUTH {_auth_mechanism(transcript)}.")
         self.stdout.write(recorded)
         if error is not None:
-            raise CommandError(f"Probe of {_address(host, port)} failed: {_one_line(error)}")
+            raise _failed(host, port, _one_line(error))
         if transcript.status == FAILED:  # e.g. garbage in answer to QUIT
-            raise CommandError(f"Probe of {_address(host, port)} failed: {transcript.error}")
+            raise _failed(host, port, transcript.error)
         self.stdout.write(self.style.SUCCESS(f"Probe of {_address(host, port)} succeeded."))
 
     def _write_live(self, text: str) -> None:
@@ -291,12 +294,12 @@ class Command(BaseCommand):
         if capabilities.esmtp:
             self.stdout.write("Capabilities:")
             for keyword, params in capabilities.extensions.items():
-                self.stdout.write(f"  {keyword} {params}".rstrip())
+                self.stdout.write(printable(f"  {keyword} {params}".rstrip()))
         elif opened:
             self.stdout.write("Capabilities: none (the server refused EHLO and took HELO)")
         tls = transcript.tls
         if tls is not None:
-            self.stdout.write(f"TLS: {tls.version}, cipher {tls.cipher}")
+            self.stdout.write(printable(f"TLS: {tls.version}, cipher {tls.cipher}"))
             certificate = [
                 ("subject", tls.peer_subject),
                 ("issuer", tls.peer_issuer),
@@ -308,7 +311,7 @@ class Command(BaseCommand):
                 self.stdout.write("Certificate:")
                 for label, value in certificate:
                     if value:
-                        self.stdout.write(f"  {label + ':':<12} {value}")
+                        self.stdout.write(f"  {label + ':':<12} {printable(value)}")
 
     def _record(self, transcript: Transcript, no_record: bool) -> str:
         if no_record:
@@ -331,13 +334,20 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _failed(host: str, port: int, reason: str) -> CommandError:
+    # The reason is mostly the server's words: escaped, like every line before it.
+    return CommandError(f"Probe of {_address(host, port)} failed: {printable(reason)}")
+
+
 def _one_line(error: BaseException) -> str:
     """The error's class and text (for a refusal, the server's reply) on one line."""
     text = str(error)
     if isinstance(error, ssl.SSLError) and len(error.args) == 1:
         # SSLError's str() of a single argument is the repr of the args tuple.
         text = str(error.args[0])
-    text = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    # Split at newlines only: a bare CR or another control character in the server's
+    # words is escaped by _failed(), not taken for a line break.
+    text = "; ".join(part.strip() for part in text.split("\n") if part.strip())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
