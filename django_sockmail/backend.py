@@ -372,11 +372,17 @@ class EmailBackend(BaseEmailBackend):
         assert transcript is not None
         message.sockmail_outcome = record.outcome  # type: ignore[attr-defined]
         transcript.add_message(record)
-        every = conf.WRITE_EVERY
-        if every and len(transcript.messages) >= every and conf.RECORD_SESSIONS:
+        # Every WRITE_EVERY messages, or sooner when what it holds passes a byte budget
+        # (a server's long replies), the open session goes to the database and leaves
+        # memory; unrecorded, it only leaves memory.
+        if not transcript.needs_writing(conf.WRITE_EVERY):
+            return
+        if conf.RECORD_SESSIONS:
             from .recorder import write_so_far  # the models need the app registry ready
 
             write_so_far(transcript)
+        else:
+            transcript.forget()
 
     @staticmethod
     def _envelope(message: EmailMessage) -> Envelope | None:

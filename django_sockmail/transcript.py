@@ -39,6 +39,18 @@ CONTENT_MODES = (CONTENT_FULL, CONTENT_HEADERS, CONTENT_ENVELOPE)
 # Transcript.add_message); past this many, sharing them is given up, never correctness.
 _UNCLAIMED_LIMIT = 256
 
+# An open session is written to the database (recorder.write_so_far) and forgotten once
+# what its transcript holds passes this many bytes (Transcript.held_bytes), however
+# few messages that is: with a server's long replies (up to KEPT_TEXT_BYTES each, see
+# smtp/replies.py) or contents kept whole, WRITE_EVERY messages could be far more.
+HELD_BYTES_BUDGET = 8 << 20
+# What the transcript holds beyond the text, about (measured with tracemalloc): a line
+# (its offset, direction and text object), and a message record (its outcome, and
+# each recipient's; their replies are the transcript's lines).
+_LINE_BYTES = 64
+_MESSAGE_BYTES = 1024
+_RECIPIENT_BYTES = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Line:
@@ -80,9 +92,29 @@ class _HeadersNote:
         return f"{self.headers}\n\n[message content: {self.size} bytes; body not stored]"
 
 
-# A line's text as it is held: the text itself, a one-line reply (already kept by the
-# message's outcome), or a content note; made into text when the line is read.
-_Text = str | Reply | _HeadersNote
+class _ReplyLine:
+    """A line of a reply of several: the reply (which a message's outcome keeps too)
+    and which of its :meth:`~Reply.wire_lines` this is."""
+
+    __slots__ = ("index", "reply")
+
+    def __init__(self, reply: Reply, index: int) -> None:
+        self.reply = reply
+        self.index = index
+
+    def __str__(self) -> str:
+        return self.reply.wire_line(self.index)
+
+    @property
+    def size(self) -> int:
+        """The length of the reply's text this line holds."""
+        lines = self.reply.lines
+        return len(lines[self.index]) if self.index < len(lines) else len(self.reply.cut_note)
+
+
+# A line's text as it is held: the text itself, a reply or a line of one (already kept
+# by the message's outcome), or a content note; made into text when the line is read.
+_Text = str | Reply | _ReplyLine | _HeadersNote
 
 
 def _text(held: _Text) -> str:
@@ -93,6 +125,17 @@ def _text(held: _Text) -> str:
     return str(held)
 
 
+def _held(held: _Text) -> int:
+    """About what a line holds: its text's length and what a line costs beyond it."""
+    if isinstance(held, str):
+        return _LINE_BYTES + len(held)
+    if isinstance(held, Reply):
+        return _LINE_BYTES + len(held.lines[0])
+    if isinstance(held, _ReplyLine):
+        return _LINE_BYTES + held.size
+    return _LINE_BYTES + len(held.headers)
+
+
 class Lines(Sequence[Line]):
     """A transcript's lines, in order: a sequence of :class:`Line`.
 
@@ -100,12 +143,13 @@ class Lines(Sequence[Line]):
     fifth of the memory); each :class:`Line` is made when it is read.
     """
 
-    __slots__ = ("_directions", "_offsets", "_texts")
+    __slots__ = ("_directions", "_offsets", "_texts", "held_bytes")
 
     def __init__(self, lines: Iterable[Line] = ()) -> None:
         self._offsets = array("d")
         self._directions: list[str] = []
         self._texts: list[_Text] = []
+        self.held_bytes = 0  # about what the lines hold: see _held()
         for line in lines:
             self.append(line.offset, line.direction, line.text)
 
@@ -113,6 +157,7 @@ class Lines(Sequence[Line]):
         self._offsets.append(offset)
         self._directions.append(direction)
         self._texts.append(text)
+        self.held_bytes += _held(text)
 
     def rows(self) -> Iterator[tuple[float, str, str]]:
         """``(offset, direction, text)`` of each line, without a :class:`Line` each."""
@@ -191,15 +236,38 @@ class Transcript:
     sent_written: int = 0
     _start: float = field(default_factory=time.monotonic, repr=False)
     _unclaimed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _records_held: int = field(default=0, init=False, repr=False)
+
+    @property
+    def held_bytes(self) -> int:
+        """About how many bytes the lines and message records held now take: their
+        text, and a fixed cost for each line, message and recipient. Bounded per
+        message whatever the server says (its replies are cut, see smtp/replies.py)."""
+        return self.lines.held_bytes + self._records_held
+
+    def needs_writing(self, write_every: int) -> bool:
+        """Whether an open session should go to the database now: ``write_every``
+        messages are held (0: never for their number), or what is held passes
+        HELD_BYTES_BUDGET."""
+        if write_every and len(self.messages) >= write_every:
+            return True
+        return self.held_bytes >= HELD_BYTES_BUDGET
 
     def forget_written(self, session_id: int) -> None:
         """Everything held so far is in the database, in session ``session_id``."""
         self.session_id = session_id
+        self.forget()
+
+    def forget(self) -> None:
+        """Let go of the lines and message records held (they are in the database,
+        or go nowhere), counting them as written."""
         self.lines_written += len(self.lines)
         self.messages_written += len(self.messages)
         self.sent_written += sum(record.outcome.taken for record in self.messages)
         self.lines = Lines()
         self.messages = []
+        self._records_held = 0
+        self._unclaimed.clear()  # the lines that shared these are gone
 
     def add_line(self, direction: str, text: str) -> None:
         self.lines.append(time.monotonic() - self._start, direction, text)
@@ -217,6 +285,12 @@ class Transcript:
         else:
             record.subject, record.headers, record.content_stored = "", "", 0
         self.messages.append(record)
+        self._records_held += (
+            _MESSAGE_BYTES
+            + _RECIPIENT_BYTES * len(record.outcome.recipients)
+            + len(record.subject)
+            + len(record.headers)  # counted twice when shared with a content line: "about"
+        )
 
     # SessionListener
 
@@ -233,11 +307,12 @@ class Transcript:
 
     def on_reply(self, reply: Reply) -> None:
         offset = time.monotonic() - self._start
-        if len(reply.lines) == 1:  # nearly every reply: keep it, write it out when read
+        # Keep the reply (an outcome keeps it too), and write it out when it is read.
+        if len(reply.lines) == 1 and not reply.cut_bytes:  # nearly every reply
             self.lines.append(offset, SERVER, reply)
             return
-        for text in reply.wire_lines():
-            self.lines.append(offset, SERVER, text)
+        for index in range(reply.wire_line_count):
+            self.lines.append(offset, SERVER, _ReplyLine(reply, index))
 
     def on_content(self, content: bytes) -> None:
         size = f"[message content: {len(content)} bytes"

@@ -8,7 +8,10 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django_sockmail.smtp.replies import Reply
+import pytest
+
+from django_sockmail import transcript as transcript_module
+from django_sockmail.smtp.replies import Reply, ReplyParser
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import (
     CLIENT,
@@ -91,3 +94,103 @@ def test_a_header_block_is_kept_once_for_the_line_and_the_message() -> None:
     line = transcript.lines[-1]
     assert line.direction == CONTENT
     assert line.text == f"{block}\n\n[message content: {len(content)} bytes; body not stored]"
+
+
+def long_reply(code: int, lines: int, line_bytes: int) -> bytes:
+    text = b"x" * (line_bytes - 6)
+    return b"".join(
+        b"%d%s%s\r\n" % (code, b" " if i == lines - 1 else b"-", text) for i in range(lines)
+    )
+
+
+def test_a_cut_reply_reads_with_its_note_and_is_not_copied() -> None:
+    parser = ReplyParser()
+    [one_line] = parser.feed(long_reply(550, 1, 8000))
+    many = [parser.feed(long_reply(250, 31, 8000))[0] for _ in range(100)]
+    transcript = Transcript()
+    with traced() as held:
+        transcript.on_reply(one_line)
+        for reply in many:
+            transcript.on_reply(reply)
+        per_line = held() / len(transcript.lines)
+
+    assert per_line < 100  # each line's text was a copy: over a thousand bytes
+    texts = [line.text for line in transcript.lines]
+    assert texts == [text for reply in [one_line, *many] for text in reply.wire_lines()]
+    assert texts[:2] == [
+        f"550 {'x' * 1000}...",
+        "[... 6,994 of the reply's 8,000 bytes not kept]",
+    ]
+    assert texts[-1] == "[... 27 more lines and 243,976 of the reply's 248,000 bytes not kept]"
+
+
+NORMAL = {
+    "MAIL": b"250 2.1.0 Ok\r\n",
+    "RCPT": b"250 2.1.5 Ok\r\n",
+    "DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n",
+    "END": b"250 2.0.0 Ok: queued as 4Tq2Kx0abcZ1\r\n",
+}
+LONG = {verb: long_reply(250, 31, 8000) for verb in ("MAIL", "RCPT", "END")}
+LONG["DATA"] = long_reply(354, 31, 8000)
+CONTENT_BYTES = (
+    b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n"
+    b"Message-ID: <1.2@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody\r\n"
+)
+
+
+def converse(transcript: Transcript, n: int, replies: dict[str, bytes]) -> None:
+    """One message's transaction, as the client and the backend report it."""
+    parser, said = ReplyParser(), {}
+    for verb, command in [
+        ("MAIL", f"MAIL FROM:<a{n}@example.org>"),
+        ("RCPT", f"RCPT TO:<b{n}@example.org>"),
+        ("DATA", "DATA"),
+    ]:
+        transcript.on_command(command)
+        [said[verb]] = parser.feed(replies[verb])
+        transcript.on_reply(said[verb])
+    transcript.on_content(CONTENT_BYTES)
+    [said["END"]] = parser.feed(replies["END"])
+    transcript.on_reply(said["END"])
+    outcome = MessageOutcome(
+        sender=f"a{n}@example.org",
+        recipients=[RecipientOutcome(f"b{n}@example.org", said["RCPT"])],
+        mail_reply=said["MAIL"],
+        final_reply=said["END"],
+        size=len(CONTENT_BYTES),
+    )
+    outcome.settle()
+    headers = header_block(CONTENT_BYTES)
+    transcript.add_message(MessageRecord(outcome, subject=f"hello {n}", headers=headers))
+
+
+@pytest.mark.parametrize(("replies", "count"), [(NORMAL, 300), (LONG, 10)], ids=["usual", "long"])
+def test_held_bytes_is_about_what_the_lines_and_records_hold(
+    replies: dict[str, bytes], count: int
+) -> None:
+    # What the byte budget is measured in: it must follow the memory, within a factor.
+    transcript = Transcript()
+    with traced() as held:
+        for n in range(count):
+            converse(transcript, n, replies)
+        real = held()
+    assert 0.75 < transcript.held_bytes / real < 1.5
+
+
+def test_an_open_session_needs_writing_every_so_many_messages_or_at_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transcript = Transcript()
+    for n in range(3):
+        converse(transcript, n, NORMAL)
+    assert transcript.needs_writing(3) and not transcript.needs_writing(4)
+    assert not transcript.needs_writing(0)  # 0: never for the number of messages
+    monkeypatch.setattr(transcript_module, "HELD_BYTES_BUDGET", transcript.held_bytes)
+    assert transcript.needs_writing(0) and transcript.needs_writing(4)
+
+    lines = len(transcript.lines)
+    transcript.forget_written(7)
+    assert (transcript.session_id, transcript.held_bytes) == (7, 0)
+    assert (len(transcript.lines), transcript.messages) == (0, [])
+    assert (transcript.lines_written, transcript.messages_written) == (lines, 3)
+    assert not transcript.needs_writing(0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import SMTPProtocolError
 
@@ -13,19 +13,54 @@ MAX_LINE_LENGTH = 8192
 MAX_LINES = 1000
 MAX_REPLY_SIZE = 256 * 1024
 
+# How much of a reply is kept. The parser reads all of it (within the limits above), but
+# a reply is kept as its first lines, within these bounds, and a note of what was cut:
+# the transcript, the outcome and the audit log's rows all hold the same Reply, so what
+# a session stores and holds per message stays small whatever the server says. Any
+# real reply fits whole, an EHLO reply with every extension line included.
+KEPT_LINE_BYTES = 1000  # of one line's text (RFC 5321 allows 512 octets a line)
+KEPT_TEXT_BYTES = 4096  # of the text of all the lines kept
+KEPT_LINES = 50
+# Ends a line kept in part, and begins the note of a cut. ASCII: a single "…" would
+# make Python hold the whole line at two bytes a character.
+CUT_SHORT = "..."
+
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One complete server reply: a three-digit code and its text lines."""
+    """One complete server reply: a three-digit code and its text lines.
+
+    A reply the parser cut (see ``KEPT_TEXT_BYTES``) keeps its first lines in
+    ``lines``, a line kept in part ending in ``...``; ``cut_lines`` and ``cut_bytes``
+    say what was left out, and :attr:`text` and :meth:`wire_lines` end with a note of
+    it (:attr:`cut_note`).
+    """
 
     code: int
     lines: tuple[str, ...]
+    cut_lines: int = 0  # whole lines left out, at the end
+    cut_bytes: int = 0  # bytes on the wire not kept: those lines and the ends of lines
+    # Its bytes on the wire, CRLFs included (0 when it was not read from one): not
+    # part of what the reply says, so not compared.
+    size: int = field(default=0, compare=False)
+
+    @property
+    def cut_note(self) -> str:
+        """What was left out of the reply, as a line of text; "" when nothing was."""
+        if not self.cut_bytes:
+            return ""
+        lines = self.cut_lines
+        more = f"{lines:,} more line{'s' if lines != 1 else ''} and " if lines else ""
+        of = f" of the reply's {self.size:,}" if self.size else ""
+        return f"[{CUT_SHORT} {more}{self.cut_bytes:,}{of} bytes not kept]"
 
     @property
     def text(self) -> str:
-        return "\n".join(self.lines)
+        """The text of the lines kept, one to a line, and the note of any cut."""
+        text = "\n".join(self.lines)
+        return f"{text}\n{self.cut_note}" if self.cut_bytes else text
 
     @property
     def enhanced_status(self) -> str | None:
@@ -47,12 +82,23 @@ class Reply:
         return self.code >= 500
 
     def wire_lines(self) -> list[str]:
-        """The reply as it appeared on the wire, one string per line (no CRLF)."""
-        last = len(self.lines) - 1
-        return [
-            f"{self.code}{' ' if i == last else '-'}{line}".rstrip()
-            for i, line in enumerate(self.lines)
-        ]
+        """The reply as it appeared on the wire, one string per line (no CRLF); the
+        lines kept of a cut reply, then the note of the cut (no code: the server did
+        not say it)."""
+        return [self.wire_line(i) for i in range(self.wire_line_count)]
+
+    @property
+    def wire_line_count(self) -> int:
+        """How many lines :meth:`wire_lines` gives."""
+        return len(self.lines) + bool(self.cut_bytes)
+
+    def wire_line(self, index: int) -> str:
+        """Line ``index`` of :meth:`wire_lines`, alone."""
+        if index == len(self.lines) and self.cut_bytes:
+            return self.cut_note
+        # After lines left out, every line kept went with "-" on the wire.
+        last = index == len(self.lines) - 1 and not self.cut_lines
+        return f"{self.code}{' ' if last else '-'}{self.lines[index]}".rstrip()
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
@@ -65,6 +111,10 @@ class ReplyParser:
     raises :class:`SMTPProtocolError` for anything that is not a well-formed reply.
     Replies that arrived complete before a bad line are still returned (the server
     said them); the error is raised on the next call, or by :meth:`check`.
+
+    The whole of a reply counts against ``max_lines`` and ``max_reply_size``, but only
+    its first lines are kept (``kept_line_bytes`` of a line's text, ``kept_text_bytes``
+    and ``kept_lines`` in all); the rest is counted, not held.
     """
 
     def __init__(
@@ -72,15 +122,29 @@ class ReplyParser:
         max_line_length: int = MAX_LINE_LENGTH,
         max_lines: int = MAX_LINES,
         max_reply_size: int = MAX_REPLY_SIZE,
+        *,
+        kept_line_bytes: int = KEPT_LINE_BYTES,
+        kept_text_bytes: int = KEPT_TEXT_BYTES,
+        kept_lines: int = KEPT_LINES,
     ) -> None:
         self.max_line_length = max_line_length
         self.max_lines = max_lines
         self.max_reply_size = max_reply_size
+        self.kept_line_bytes = kept_line_bytes
+        self.kept_text_bytes = kept_text_bytes
+        self.kept_lines = kept_lines
         self._buffer = bytearray()
         self._code: int | None = None
-        self._lines: list[str] = []
-        self._size = 0
+        self._new_reply()
         self.error: SMTPProtocolError | None = None  # held back by feed()
+
+    def _new_reply(self) -> None:
+        self._lines: list[str] = []  # the lines kept
+        self._line_count = 0
+        self._size = 0  # bytes on the wire
+        self._kept = 0  # bytes of text kept
+        self._cut_lines = 0
+        self._cut_bytes = 0
 
     @property
     def in_reply(self) -> bool:
@@ -131,12 +195,41 @@ class ReplyParser:
                 f"reply code changed within a multi-line reply: {self._code} then {code}"
             )
         self._code = code
-        self._lines.append(text.decode("utf-8", errors="replace"))
+        self._line_count += 1
         self._size += len(raw)
-        if len(self._lines) > self.max_lines or self._size > self.max_reply_size:
+        if self._line_count > self.max_lines or self._size > self.max_reply_size:
             raise SMTPProtocolError("reply too large")
+        self._keep(text, len(raw))
         if separator == b"-":
             return None
-        reply = Reply(code, tuple(self._lines))
-        self._code, self._lines, self._size = None, [], 0
+        reply = Reply(code, tuple(self._lines), self._cut_lines, self._cut_bytes, self._size)
+        self._code = None
+        self._new_reply()
         return reply
+
+    def _keep(self, text: bytes, wire: int) -> None:
+        """Keep a line's text, or as much of it as the bounds allow; once a line does
+        not fit, leave it and every line after it out (the lines kept are the first)."""
+        if not self._cut_lines and len(self._lines) < self.kept_lines:
+            kept = _utf8_prefix(text, self.kept_line_bytes)
+            if len(kept) <= self.kept_text_bytes - self._kept:
+                line = kept.decode("utf-8", errors="replace")
+                if len(kept) < len(text):
+                    line += CUT_SHORT
+                    self._cut_bytes += len(text) - len(kept)
+                self._lines.append(line)
+                self._kept += len(kept)
+                return
+        self._cut_lines += 1
+        self._cut_bytes += wire
+
+
+def _utf8_prefix(data: bytes, limit: int) -> bytes:
+    """``data``, or its first ``limit`` bytes at most, not ending inside a UTF-8
+    character (it may be cut only before a byte that does not continue one)."""
+    if len(data) <= limit:
+        return data
+    end = limit
+    while end > 0 and data[end] & 0xC0 == 0x80 and limit - end < 3:
+        end -= 1
+    return data[:end]
