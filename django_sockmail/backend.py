@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -120,6 +121,7 @@ class EmailBackend(BaseEmailBackend):
             self.username, self.password = username or "", password or ""
             self.ssl_keyfile, self.ssl_certfile = ssl_keyfile, ssl_certfile
         self.connection: SMTPClient | None = None
+        self._call_expires: float | None = None  # the deadline of the call under way
         self._transcript: Transcript | None = None
         self._lock = threading.RLock()
 
@@ -195,7 +197,7 @@ class EmailBackend(BaseEmailBackend):
             self._transcript = transcript  # the session's from its start, for _keep
             try:
                 client = self._client(transcript)
-                client.open()
+                client.open(expires=self._call_expires)
             except Exception as exc:  # a failed session is recorded too
                 if not transcript.error:
                     transcript.on_error(exc)
@@ -244,6 +246,7 @@ class EmailBackend(BaseEmailBackend):
         messages = [m for m, _ in batch]
         with self._lock:
             try:
+                self._call_expires = self._deadline()
                 self._send_batch(batch)
             except Exception as exc:
                 # Say exactly which messages the server took, so a retry sends no duplicate.
@@ -254,7 +257,14 @@ class EmailBackend(BaseEmailBackend):
                     unknown=[m for m in messages if _status(m) == UNKNOWN],
                 )
                 raise
+            finally:
+                self._call_expires = None
         return sum(_outcome(m).taken for m in messages)
+
+    def _deadline(self) -> float | None:
+        """When the call under way must end (TIMEOUTS["deadline"]), opening included."""
+        deadline = self.timeouts.deadline
+        return None if deadline is None else time.monotonic() + deadline
 
     def _send_batch(self, batch: list[tuple[EmailMessage, Envelope]]) -> None:
         kept_open = self.connection is not None  # by the caller, across calls
@@ -330,7 +340,7 @@ class EmailBackend(BaseEmailBackend):
 
         try:
             for transaction in client.send_many(
-                transactions(), stop=stopped, quit_after=quit_after
+                transactions(), stop=stopped, quit_after=quit_after, expires=self._call_expires
             ):
                 position, _ = handed.pop(id(transaction))
                 message, outcome = batch[position][0], progress.keep(position).outcome

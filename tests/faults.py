@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.servers import DROP, STALL, Action, Conversation, Responder, free_port
 
@@ -216,3 +216,25 @@ class HostileResponder(Responder):
         assert isinstance(answer, bytes)
         conversation.send(answer)
         return None if answer.startswith(b"421") else answer
+
+
+BEHIND_DATA_REFUSED = b"503 5.5.1 Bad sequence of commands - pipelined after end of DATA\r\n"
+
+
+@dataclass
+class RefusesBehindData(HostileResponder):
+    """Refuses what a client wrote behind the end of the data before its verdict, as
+    Haraka 3.3.4 does against SMTP smuggling: once the verdict is out, every complete
+    line already received gets a 503 and is not run. ``refused`` keeps those lines."""
+
+    refused: list[bytes] = field(default_factory=list)
+
+    def _reply(self, conversation: Conversation, key: str) -> bytes | None:
+        sent = super()._reply(conversation, key)
+        after_data = conversation.received[-1:] == [b"."]  # not behind a BDAT chunk
+        if key == "END" and after_data and sent is not None:
+            while b"\r\n" in conversation.buffer:
+                line, _, conversation.buffer = conversation.buffer.partition(b"\r\n")
+                self.refused.append(line)
+                conversation.send(BEHIND_DATA_REFUSED)
+        return sent

@@ -304,7 +304,8 @@ class Responder:
 
     A list answers the verb's first use with its first item, and so on; its last item
     repeats. ``"GREETING"`` is the first reply and ``"END"`` the reply to the end of the
-    data. Any ``421`` reply closes the connection after it is sent; a ``220`` reply to
+    data (and to each ``BDAT``, whose chunk is read as a whole message). Any ``421``
+    reply closes the connection after it is sent; a ``220`` reply to
     STARTTLS starts TLS with ``tls_context``. Because everything else is accepted, a
     client that goes on when it should stop is seen doing so in ``ScriptedServer.lines``.
     """
@@ -341,6 +342,9 @@ class Responder:
             verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
             known = verb in self.replies or verb in DEFAULT_REPLIES
             key = verb if known and verb not in ("GREETING", "END") else "?"
+            if verb == "BDAT":  # RFC 3030: the chunk follows the command line
+                self.messages.append(conversation.read_exact(int(line.split()[1])))
+                key = "END"
             sent = self._reply(conversation, key)
             if sent is None or verb == "QUIT":
                 return

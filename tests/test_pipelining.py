@@ -13,6 +13,7 @@ from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail.models import Session
+from django_sockmail.smtp.errors import SMTPOutOfStepError
 from tests.servers import Conversation, Responder, backend_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -99,15 +100,20 @@ def test_every_recipient_refused_in_a_group(scripted: Any) -> None:
 
 
 def test_pipelining_can_be_turned_off(scripted: Any) -> None:
-    def script(c: Conversation) -> None:  # answers each command at once
-        c.send(b"220 pipes.test\r\n")
-        c.expect(b"EHLO", EHLO)
-        c.take_message()
-        c.expect(b"QUIT", b"221 bye\r\n")
+    import smtplib
 
-    server = scripted(script)
-    with override_settings(SOCKMAIL={"PIPELINING": False}):
-        assert backend_for(server, timeout=3).send_messages([message("a@example.org")]) == 1
+    # The only recipient is refused: a client that waits for each reply knows it before
+    # DATA and never says DATA, where a pipelining one has sent DATA with the RCPT.
+    responder = Responder({"EHLO": EHLO, "RCPT": b"550 5.1.1 no\r\n"})
+    server = scripted(responder)
+    with (
+        override_settings(SOCKMAIL={"PIPELINING": False}),
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+    ):
+        backend_for(server, timeout=3).send_messages([message("a@example.org")])
+    responder.wait()
+    verbs = [line.split(b" ")[0] for line in server.lines]
+    assert b"RCPT" in verbs and b"DATA" not in verbs
 
 
 def test_chunking_and_pipelining_make_a_message_one_round_trip(scripted: Any) -> None:
@@ -672,17 +678,24 @@ def test_each_message_is_yielded_once_when_quit_goes_unanswered(scripted: Any) -
     assert not client.is_open
 
 
-def test_a_421_answering_quit_is_no_failure(scripted: Any) -> None:
+def test_a_421_answering_quit_puts_the_last_verdict_in_doubt(scripted: Any) -> None:
+    # Only 221 answers QUIT: any other reply may be the last message's, shifted onto
+    # QUIT by a reply too many before it. Messages 1 and 2 were confirmed in step by
+    # the 354s that followed their verdicts; message 3's verdict was not.
     server = scripted(holding_server(3, quit_first(b"421 4.3.2 shutting down\r\n")))
     messages = batch(3)
-    assert backend_for(server, timeout=3).send_messages(messages) == 3
-    assert statuses(messages) == ["sent", "sent", "sent"]
+    with pytest.raises(SMTPOutOfStepError) as info:
+        backend_for(server, timeout=3).send_messages(messages)
+    assert str(info.value) == "The server answered QUIT with 421 4.3.2 shutting down: out of step"
+    assert statuses(messages) == ["sent", "sent", "unknown"]
+    assert list(info.value.sent_messages) == messages[:2]
+    assert list(info.value.unknown_messages) == messages[2:]
     session = Session.objects.get()
-    # A 421 to QUIT closes what was closing anyway: nothing recorded as an error.
-    assert session.status == "ok" and session.error == "" and session.sent_count == 3
-    assert wire(session)[-3:] == [
+    assert session.status == "failed" and session.sent_count == 2
+    assert wire(session)[-4:] == [
         ("S", "250 2.0.0 queued as D2"),
         ("S", "421 4.3.2 shutting down"),
+        ("*", f"error: SMTPOutOfStepError: {info.value}"),
         ("*", "connection closed"),
     ]
 
@@ -745,7 +758,7 @@ def test_a_refusal_that_stops_the_batch_still_ends_with_quit(scripted: Any) -> N
     assert groups[2] == [b"QUIT"]  # the third message was never offered
     session = Session.objects.get()
     assert session.status == "ok" and session.error == ""
-    assert [m.status for m in session.messages.order_by("id")] == ["sent", "failed"]
+    assert [m.status for m in session.messages.order_by("id")] == ["sent", "failed", "not_sent"]
     assert wire(session)[-3:] == [
         ("C", "QUIT"),
         ("S", "221 bye"),

@@ -582,11 +582,12 @@ def test_the_default_port_follows_the_security(
 ) -> None:
     dialled: list[tuple[str, int]] = []
 
-    def create_connection(address: tuple[str, int], *rest: Any, **kwargs: Any) -> socket.socket:
-        dialled.append(address)
+    def getaddrinfo(host: str, port: int, *rest: Any, **kwargs: Any) -> Any:
+        # The name is looked up for the port the probe chose; nothing is reached.
+        dialled.append((host, port))
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
     result = probe("mail.example", *args)
 

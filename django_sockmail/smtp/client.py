@@ -11,11 +11,12 @@ import math
 import select
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import protocol
 from .envelope import Envelope
@@ -24,6 +25,7 @@ from .errors import (
     SMTPConnectError,
     SMTPError,
     SMTPNotSupportedError,
+    SMTPOutOfStepError,
     SMTPProtocolError,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -35,6 +37,7 @@ from .replies import Reply, ReplyParser
 from .results import MessageOutcome
 
 T = TypeVar("T")
+_AddrInfo = tuple[Any, Any, int, str, Any]  # what socket.getaddrinfo() gives
 # "opportunistic": STARTTLS when the server offers it, else carry on in cleartext.
 # Only ever on request; "starttls" never falls back.
 Security = Literal["none", "starttls", "ssl", "opportunistic"]
@@ -125,6 +128,46 @@ def _wait(sock: socket.socket, want_write: bool, timeout: float | None) -> tuple
     return readable, bool(flags & select.POLLOUT)
 
 
+# Servers, by (host, port), that have refused commands written behind the end of the
+# data before its verdict (Haraka does, against SMTP smuggling): for the life of the
+# process, they are not sent any, so the refusals do not repeat.
+_REFUSE_BEHIND_DATA: set[tuple[str, int]] = set()
+
+
+class _ResolverTimeout(TimeoutError):
+    pass
+
+
+def _resolve(host: str, port: int, timeout: float | None) -> list[_AddrInfo]:
+    """``getaddrinfo()`` within ``timeout``. It takes no timeout of its own and cannot
+    be interrupted: a hung resolver would hold the caller for as long as the system's
+    resolver retries. So it asks in a thread and stops waiting at the limit (the
+    thread ends when the resolver answers)."""
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        pass
+    else:  # an address literal: no resolver involved
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    answer: list[list[_AddrInfo] | BaseException] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:
+            answer.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=ask, name=f"sockmail resolve {host}", daemon=True).start()
+    if not done.wait(timeout):
+        raise _ResolverTimeout(f"Timed out resolving {host}")
+    if isinstance(answer[0], BaseException):
+        raise answer[0]
+    return answer[0]
+
+
 class _Source:
     """The caller's transactions, taken one at a time, one ahead when asked. An error
     raised by the caller's iterable is kept to be raised once the transactions in
@@ -156,6 +199,10 @@ class _Source:
     def close(self) -> None:
         """Take nothing more."""
         self._closed, self._iterator = True, None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def exhausted(self) -> bool:
@@ -248,20 +295,27 @@ class SMTPClient:
         self.pipelining = pipelining  # used when the server offers PIPELINING
         self.chunking = chunking  # likewise CHUNKING: BDAT instead of DATA
         self.listener: SessionListener = listener or NullListener()
+        self._sock: socket.socket | None = None
+        self._new_connection_state()
+        self._step = "connect"  # what the next wait is for, named in a timeout error
+        self._step_timeout: float | None = None
+        self._step_expires: float | None = None  # when the wait for this step ends
+        self._expires: float | None = None  # the deadline of the call under way
+
+    def _new_connection_state(self) -> None:
+        """Start from nothing that belongs to a connection: a session opened again
+        must not inherit the last one's parse error, unread replies, unsent bytes or
+        capabilities (RFC 3207 §4.2 asks the same of a session after STARTTLS)."""
         self.capabilities = protocol.Capabilities()
         # RSET before the next transaction: the last one may have been left open on the
         # server (a broken-off pipeline; one at a time, a refusal ends with its own RSET).
         self._reset_needed = False
         self._content_written = False  # the last group written held message content
-        self._sock: socket.socket | None = None
         self._parser = ReplyParser()
         self._replies: deque[Reply] = deque()
         self._outgoing = bytearray()  # written to the socket as it takes it
         self._sent = 0  # bytes written in the session
         self._retry_size = 0
-        self._step = "connect"  # what the next wait is for, named in a timeout error
-        self._step_timeout: float | None = None
-        self._expires: float | None = None  # the deadline of the call under way
 
     def __repr__(self) -> str:
         return f"<SMTPClient {self.host}:{self.port} security={self.security}>"
@@ -291,15 +345,20 @@ class SMTPClient:
         if reply.code == 421:
             self.close()
         else:  # a reply to nothing: out of step, unusable
-            self._fail(SMTPProtocolError(f"The server sent a reply to no command: {reply}"))
+            self._fail(SMTPOutOfStepError(f"The server sent a reply to no command: {reply}"))
         return False
 
     # Session steps
 
-    def open(self) -> None:
-        """Connect, read the greeting, EHLO, STARTTLS and AUTH as configured."""
-        self._start_deadline()
-        self._reset_needed = False  # whatever the last session left open ended with it
+    def open(self, *, expires: float | None = None) -> None:
+        """Connect, read the greeting, EHLO, STARTTLS and AUTH as configured.
+
+        ``expires`` (a :func:`time.monotonic` time) is the deadline of a larger call
+        this one is part of; without it the deadline of :class:`Timeouts` starts now."""
+        self._start_deadline(expires)
+        if self._sock is not None:
+            self.close()
+        self._new_connection_state()  # whatever the last session left ended with it
         try:
             self._connect()
             self._expect("the greeting", self.timeouts.greeting)
@@ -350,6 +409,7 @@ class SMTPClient:
         *,
         stop: Callable[[], bool] | None = None,
         quit_after: bool = False,
+        expires: float | None = None,
     ) -> Iterator[Transaction]:
         """Send each transaction, taken from ``transactions`` only when it can be
         written (or one ahead), and yield it once the server has given its verdict, in
@@ -368,7 +428,7 @@ class SMTPClient:
         verdict is UNKNOWN) and the error is raised with the oldest one's outcome as
         ``error.outcome``.
         """
-        self._start_deadline()
+        self._start_deadline(expires)
         chunking = self.chunking and self.capabilities.has("CHUNKING")
         if not (self.pipelining and self.capabilities.has("PIPELINING")):
             for transaction in transactions:
@@ -377,7 +437,12 @@ class SMTPClient:
                 self._send_one(transaction, chunking)
                 yield transaction
             return
-        pipeline = Pipeline(self.capabilities, chunking=chunking, reset_first=self._reset_needed)
+        pipeline = Pipeline(
+            self.capabilities,
+            chunking=chunking,
+            reset_first=self._reset_needed,
+            behind_data=(self.host, self.port) not in _REFUSE_BEHIND_DATA,
+        )
         source = _Source(transactions)
         start = self._sent
         finished: list[Transaction] = []
@@ -391,12 +456,13 @@ class SMTPClient:
                     yield from self._report(finished)
                 if stop is not None and stop():
                     source.close()
-                while pipeline.can_offer and self._has_room(pipeline):
-                    offered = source.take()
-                    if offered is None:
-                        break
-                    self._queue(pipeline.offer(offered))
-                if quit_after and source.exhausted and pipeline.can_offer:
+                self._offer(pipeline, source)
+                if (
+                    quit_after
+                    and source.exhausted
+                    and pipeline.can_offer
+                    and not pipeline.refused_behind_data
+                ):
                     quit_after = False
                     self._queue(pipeline.offer_quit())
                 self._send_ready()
@@ -405,6 +471,10 @@ class SMTPClient:
                     break
                 source.prefetch()  # e.g. render the next message while the server works
                 self._receive_replies(pipeline, finished)
+                if not pipeline.behind_data:  # remembered: see _REFUSE_BEHIND_DATA
+                    _REFUSE_BEHIND_DATA.add((self.host, self.port))
+                if pipeline.quit_refused:  # behind the data: again after the verdict
+                    quit_after, pipeline.quit_refused = True, False
             self._flush()
             self._reset_needed = pipeline.reset_needed
             if pipeline.quit_answered:
@@ -417,12 +487,20 @@ class SMTPClient:
             # nothing): the batch failed. Anything else with only the QUIT left is the
             # QUIT's own trouble: every transaction has its verdict.
             closing = isinstance(exc, SMTPServerDisconnected) and exc.reply is not None
-            if pipeline.only_quit_left and isinstance(exc, Exception) and not closing:
+            out_of_step = isinstance(exc, SMTPOutOfStepError)
+            # (A QUIT answered by another command's reply is no trouble of its own.)
+            quit_trouble = not (closing or out_of_step)
+            if pipeline.only_quit_left and isinstance(exc, Exception) and quit_trouble:
+                pipeline.abort(self._sent - start, server_closed=False)
+                finished.extend(pipeline.take_confirmed())
                 self._end_unanswered_quit(exc)
                 yield from self._report(finished)
                 source.check()
                 return
-            unsettled = pipeline.abort(self._sent - start, server_closed=closing)
+            unsettled = pipeline.abort(
+                self._sent - start, server_closed=closing, out_of_step=out_of_step
+            )
+            finished.extend(pipeline.take_confirmed())
             self._reset_needed = True
             for transaction in [*unsettled, *source.taken()]:
                 outcome = transaction.outcome
@@ -438,6 +516,21 @@ class SMTPClient:
             yield from self._report(finished)
             raise
 
+    def _offer(self, pipeline: Pipeline, source: _Source) -> None:
+        """Offer what may be written now: first what the server refused for coming
+        behind the end of the data, then what the caller gives."""
+        while pipeline.can_offer and self._has_room(pipeline):
+            if pipeline.refused_behind_data:
+                if source.closed:  # the caller stopped: they stay unoffered
+                    pipeline.refused_behind_data.clear()
+                    return
+                offered: Transaction | None = pipeline.refused_behind_data.pop(0)
+            else:
+                offered = source.take()
+            if offered is None:
+                return
+            self._queue(pipeline.offer(offered))
+
     def _report(self, finished: list[Transaction]) -> Iterator[Transaction]:
         """Yield the transactions in ``finished``, taking each out as it goes."""
         while finished:
@@ -447,8 +540,9 @@ class SMTPClient:
 
     def _receive_replies(self, pipeline: Pipeline, finished: list[Transaction]) -> None:
         """Wait for a reply, then take every reply that has come: what they call for
-        (content after a 354) is queued, and the transactions they finish go into
-        ``finished`` (there as soon as finished, whatever happens next)."""
+        (content after a 354) is queued, and the transactions whose verdicts are
+        known to be their own go into ``finished`` (there as soon as known, whatever
+        happens next)."""
         step = pipeline.next_step
         if step is Step.END or step is Step.EMPTY_END:
             self._expect("the reply to the message content", self.timeouts.data)
@@ -456,15 +550,40 @@ class SMTPClient:
             self._expect(f"the reply to {step.value}", self.timeouts.command)
         reply = self._read_reply()
         while True:
-            commands, done = pipeline.receive(reply)
-            if done is not None:
-                finished.append(done)
+            commands, _ = pipeline.receive(reply)
+            finished.extend(pipeline.take_confirmed())
             if reply.code == 421 and reply is not pipeline.quit_reply:
                 raise _closing(reply)
             self._queue(commands)
             if not self._replies:
-                return
+                break
             reply = self._replies.popleft()
+        if not pipeline.awaiting and not pipeline.quit_answered:
+            self._check_nothing_more()
+            pipeline.end_of_window()
+            finished.extend(pipeline.take_confirmed())
+
+    def _check_nothing_more(self) -> None:
+        """Every command written has its reply. Anything more the server has already
+        sent answers no command: the replies read may each have been another's.
+        (One that is still on its way cannot be told; see the README.)"""
+        sock = self._sock
+        if sock is None:
+            return
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        if not self._replies and (pending or _wait(sock, False, 0)[0]):
+            try:
+                self._receive(sock)
+            except SMTPServerDisconnected:
+                return  # closed after its last reply: that reply stands
+            except SMTPProtocolError:
+                return  # not a reply, so no shift: raised when a reply is next wanted
+        extra = list(self._replies)
+        if [r.code for r in extra] == [421] and not self._parser.in_reply:
+            return  # the server closing (RFC 5321 §3.8): left for is_alive() to read
+        if extra or self._parser.in_reply:
+            said = f": {extra[0]}" if extra else ""
+            raise SMTPOutOfStepError(f"The server sent a reply to no command{said}")
 
     def _send_ready(self) -> None:
         """Write what the socket takes now, without waiting."""
@@ -492,7 +611,10 @@ class SMTPClient:
         try:
             self._run(exchange)
         except BaseException as exc:
-            outcome.settle_unfinished(content_went_out=self._content_written)
+            if isinstance(exc, SMTPOutOfStepError):
+                outcome.settle_out_of_step(content_went_out=self._content_written)
+            else:
+                outcome.settle_unfinished(content_went_out=self._content_written)
             outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
             if isinstance(exc, SMTPError):
                 exc.outcome = outcome
@@ -504,8 +626,13 @@ class SMTPClient:
         """Say QUIT and close. Never raises: the server may already be gone."""
         if self._sock is None:
             return
+        # QUIT has its own limit: the deadline of a call long over (a kept connection
+        # left idle) must not cut the goodbye short.
+        self._expires = None
         try:
-            self._run(protocol.quit())
+            reply = self._run(protocol.quit())
+            if reply.code != 221:  # a reply meant for a command before: they were shifted
+                raise SMTPOutOfStepError(f"The server answered QUIT with {reply}: out of step")
         except Exception as exc:
             self._end_unanswered_quit(exc)
             return
@@ -533,9 +660,15 @@ class SMTPClient:
         self.listener.on_connecting(self.host, self.port)
         try:
             self._expect("the connection", self.timeouts.connect)
-            sock = socket.create_connection((self.host, self.port), self._wait_time()[0])
+            sock = self._open_socket()
         except TimeoutError as exc:
-            raise SMTPTimeoutError(f"Timed out connecting to {self.host}:{self.port}") from exc
+            what = "resolving" if isinstance(exc, _ResolverTimeout) else "connecting to"
+            limit = self._step_timeout or self.timeouts.deadline
+            raise SMTPTimeoutError(
+                f"Timed out after {limit:g} s {what} {self.host}:{self.port}"
+                if limit is not None
+                else f"Timed out {what} {self.host}:{self.port}"
+            ) from exc
         except OSError as exc:
             raise SMTPConnectError.without_reply(
                 f"Could not connect to {self.host}:{self.port}: {exc}"
@@ -551,6 +684,23 @@ class SMTPClient:
         )
         if self.security == "ssl":
             self._start_tls()
+
+    def _open_socket(self) -> socket.socket:
+        """A TCP connection to the first address of the host that answers, within the
+        connect step's limit, name resolution included."""
+        addresses = _resolve(self.host, self.port, self._wait_time()[0])
+        error: OSError = OSError(f"{self.host} has no address")
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self._wait_time()[0])
+                sock.connect(address)
+            except OSError as exc:  # TimeoutError too: the next address gets what is left
+                sock.close()
+                error = exc
+                continue
+            return sock
+        raise error
 
     def _start_tls(self) -> None:
         assert self._sock is not None
@@ -604,14 +754,17 @@ class SMTPClient:
         self._queue(commands)
         self._flush()
         self._content_written = any(cmd.is_content for cmd in commands)
-        return [self._read_reply() for _ in commands]
+        replies = [self._read_reply() for _ in commands]
+        if self._content_written:
+            self._check_nothing_more()  # a verdict is believed only when nothing follows
+        return replies
 
     def _check_in_step(self) -> None:
         # Anything the server said that answers no command means we are out of step:
         # each reply from now on would be taken for the wrong command.
         self._parser.check()
         if self._replies or self._parser.in_reply:
-            raise SMTPProtocolError("The server sent a reply to no command")
+            raise SMTPOutOfStepError("The server sent a reply to no command")
 
     def _queue(self, commands: list[protocol.Command]) -> None:
         for cmd in commands:
@@ -647,34 +800,49 @@ class SMTPClient:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._receive(sock)  # decrypted bytes wait inside the TLS layer
             return
-        timeout, step = self._wait_time()
+        timeout, doing = self._wait_time()
         readable, writable = _wait(sock, bool(self._outgoing), timeout)
         if not (readable or writable):
-            doing = "sending to the server" if self._outgoing else f"waiting for {step}"
-            raise SMTPTimeoutError(f"Timed out after {timeout:g} s {doing}")
+            if self._outgoing:
+                doing = doing.replace(f"waiting for {self._step}", "sending to the server")
+            raise SMTPTimeoutError(f"Timed out {doing}")
         if readable:
             self._receive(sock)
 
     def _expect(self, step: str, timeout: float | None) -> None:
-        """Name what the waits from now on are for, and how long each may take."""
+        """Name what the waits from now on are for, and how long they may take in all:
+        a reply trickled a byte at a time (a tarpit) is cut at the step's limit."""
         self._step, self._step_timeout = step, timeout
+        self._restart_step_timer()
 
-    def _start_deadline(self) -> None:
+    def _restart_step_timer(self) -> None:
+        timeout = self._step_timeout
+        self._step_expires = None if timeout is None else time.monotonic() + timeout
+
+    def _start_deadline(self, expires: float | None = None) -> None:
+        if expires is not None:
+            self._expires = expires
+            return
         deadline = self.timeouts.deadline
         self._expires = None if deadline is None else time.monotonic() + deadline
 
     def _wait_time(self) -> tuple[float | None, str]:
-        """How long the next wait may take, and what it is for."""
-        timeout, step = self._step_timeout, self._step
+        """How long the next wait may take, and what a timeout then would say."""
+        now = time.monotonic()
+        timeout, doing = None, f"waiting for {self._step}"
+        if self._step_expires is not None:
+            timeout = self._step_expires - now
+            doing = f"after {self._step_timeout:g} s {doing}"
+            if timeout <= 0:
+                raise SMTPTimeoutError(f"Timed out {doing}")
         if self._expires is not None:
-            left = self._expires - time.monotonic()
-            if left <= 0:
-                raise SMTPTimeoutError(
-                    f"The deadline of {self.timeouts.deadline:g} s passed waiting for {step}"
-                )
+            left = self._expires - now
             if timeout is None or left < timeout:
-                timeout, step = left, f"{step} (the deadline of {self.timeouts.deadline:g} s)"
-        return timeout, step
+                timeout = left
+                doing = f"waiting for {self._step} (the deadline of {self.timeouts.deadline:g} s)"
+                if left <= 0:
+                    raise SMTPTimeoutError(f"Timed out {doing}")
+        return timeout, doing
 
     def _send_some(self, sock: socket.socket) -> bool:
         # A TLS write that could not finish must be repeated with the same bytes.
@@ -689,6 +857,10 @@ class SMTPClient:
         self._retry_size = 0
         del self._outgoing[:sent]
         self._sent += sent
+        if sent:
+            # The server is taking what we write: a long message over a slow link may
+            # take longer than one step's limit, as long as it keeps moving.
+            self._restart_step_timer()
         return sent > 0
 
     def _receive(self, sock: socket.socket) -> None:

@@ -54,6 +54,12 @@ class SMTPProtocolError(SMTPError):
     """The server sent something that is not valid SMTP (malformed or oversized reply)."""
 
 
+class SMTPOutOfStepError(SMTPProtocolError):
+    """The server's replies no longer match the commands: a reply too many, or one
+    that cannot answer the command it would be taken for. Every verdict since the
+    replies last provably matched is in doubt."""
+
+
 class SMTPServerDisconnected(SMTPError, smtplib.SMTPServerDisconnected):
     """The connection closed (or was never open) when a reply was expected."""
 

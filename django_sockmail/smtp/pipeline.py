@@ -17,10 +17,11 @@ from enum import Enum
 
 from .data import normalize_line_endings
 from .envelope import Envelope
-from .errors import SMTPError, SMTPProtocolError
+from .errors import SMTPError, SMTPOutOfStepError
 from .protocol import (
     Capabilities,
     Command,
+    answers,
     bdat_command,
     check_message,
     command,
@@ -43,6 +44,7 @@ class Transaction:
     outcome: MessageOutcome
     written_at: int = -1  # stream offset where the content ends, once queued
     offered: bool = False  # its commands were handed to the driver
+    behind_data: bool = False  # written behind an end of data still unanswered
 
 
 def prepare(capabilities: Capabilities, envelope: Envelope, content: bytes) -> Transaction:
@@ -70,12 +72,24 @@ class Step(Enum):
     EMPTY_END = "empty end of data"  # ends a DATA the server should have refused
     QUIT = "QUIT"  # behind the last transaction, when the session ends with the batch
 
+    @property
+    def command(self) -> str:
+        """The command's name for :func:`.protocol.answers`."""
+        return "END" if self in (Step.END, Step.EMPTY_END) else self.value
+
 
 @dataclass
 class _Awaited:
     step: Step
     transaction: Transaction | None  # None for QUIT
     index: int = 0  # which recipient, for RCPT
+    behind_data: bool = False  # written behind an end of data still unanswered
+
+
+# How a server that refuses commands written behind the end of the data (Haraka 3.3
+# and later, against SMTP smuggling) answers them: "bad sequence of commands".
+def _refuses_early_commands(reply: Reply) -> bool:
+    return reply.code == 503
 
 
 class Pipeline:
@@ -91,9 +105,32 @@ class Pipeline:
     with CHUNKING the transactions still in flight may yet be refused.
     """
 
-    def __init__(self, capabilities: Capabilities, *, chunking: bool, reset_first: bool) -> None:
+    def __init__(
+        self,
+        capabilities: Capabilities,
+        *,
+        chunking: bool,
+        reset_first: bool,
+        behind_data: bool = True,
+    ) -> None:
         self.capabilities = capabilities
         self.chunking = chunking
+        # Whether the next transaction may be written behind the end of the data
+        # before its verdict (RFC 2920 allows it; some servers refuse it, see
+        # refused_behind_data). Behind BDAT LAST it always may (RFC 3030 §4.2).
+        self.behind_data = behind_data
+        self._enhanced = capabilities.has("ENHANCEDSTATUSCODES")
+        # Finished since the last point where the replies were provably in step with
+        # the commands: their verdicts may yet prove to be another command's reply.
+        self._unconfirmed: deque[Transaction] = deque()
+        self._confirmed: list[Transaction] = []
+        # With CHUNKING, transactions are written a window at a time: none is added
+        # once a reply to the window has been read, so that every reply of a window is
+        # accounted for before its verdicts are believed.
+        self._window_open = True
+        # Transactions whose commands the server refused because they came behind the
+        # end of the data before its verdict: never taken, to be offered again.
+        self.refused_behind_data: list[Transaction] = []
         self._reset_next = reset_first  # the last transaction may have been left open
         self._awaited: deque[_Awaited] = deque()
         self.in_flight: deque[Transaction] = deque()  # offered, not yet finished
@@ -102,6 +139,7 @@ class Pipeline:
         self.waiting_for_data = False
         self.queued = 0  # bytes of commands and content handed to the driver
         self.quitting = False  # QUIT is written: nothing may follow
+        self.quit_refused = False  # QUIT came behind the data and was refused for it
         self.quit_reply: Reply | None = None
 
     @property
@@ -111,7 +149,12 @@ class Pipeline:
 
     @property
     def can_offer(self) -> bool:
-        return not (self.waiting_for_data or self.quitting)
+        if self.waiting_for_data or self.quitting:
+            return False
+        if self.chunking:
+            return self._window_open or not self._awaited
+        # Behind the end of the data only where the server takes it.
+        return self.behind_data or not self._awaited
 
     @property
     def awaiting(self) -> bool:
@@ -130,7 +173,7 @@ class Pipeline:
 
     def offer_quit(self) -> list[Command]:
         """QUIT behind everything written: no transaction may follow it."""
-        self._awaited.append(_Awaited(Step.QUIT, None))
+        self._awaited.append(_Awaited(Step.QUIT, None, behind_data=self._data_unanswered()))
         self.quitting = True
         quit_ = command("QUIT")
         self.queued += len(quit_.wire)
@@ -144,6 +187,9 @@ class Pipeline:
     def offer(self, transaction: Transaction) -> list[Command]:
         caps, envelope, outcome = self.capabilities, transaction.envelope, transaction.outcome
         transaction.offered = True
+        if not self._awaited:
+            self._window_open = True
+        transaction.behind_data = self._data_unanswered()
         commands: list[Command] = []
         if self.reset_needed:
             commands.append(command("RSET"))
@@ -178,15 +224,17 @@ class Pipeline:
         SMTPProtocolError: the session is out of step and must end.
         """
         if not self._awaited:
-            raise SMTPProtocolError(f"The server sent a reply to no command: {reply}")
+            raise SMTPOutOfStepError(f"The server sent a reply to no command: {reply}")
+        self._window_open = False
         awaited = self._awaited.popleft()
         step = awaited.step
-        if (reply.code == 354 and step is not Step.DATA) or (
-            step is Step.DATA and reply.is_positive
-        ):
-            raise SMTPProtocolError(f"The server answered {step.value} with {reply}: out of step")
-        if awaited.transaction is None:  # QUIT: whatever it says, the session is over
+        if awaited.behind_data and _refuses_early_commands(reply):
+            return self._refused_behind_data(awaited, reply)
+        if not answers(step.command, reply, enhanced=self._enhanced):
+            raise SMTPOutOfStepError(f"The server answered {step.value} with {reply}: out of step")
+        if awaited.transaction is None:  # QUIT: the session is over, every reply in step
             self.quit_reply = reply
+            self._confirm()
             return [], None
         transaction, outcome = awaited.transaction, awaited.transaction.outcome
         if step is Step.MAIL:
@@ -217,6 +265,9 @@ class Pipeline:
         self, transaction: Transaction, reply: Reply
     ) -> tuple[list[Command], Transaction | None]:
         outcome = transaction.outcome
+        if reply.code == 354:
+            # Only DATA is answered 354: every reply before it answered its own command.
+            self._confirm()
         if reply.code != 354:  # the transaction may still be open: RSET before the next
             outcome.error = (
                 f"DATA refused: {reply}" if outcome.envelope_accepted else envelope_refusal(outcome)
@@ -240,22 +291,82 @@ class Pipeline:
         assert finished is transaction
         transaction.content = b""
         transaction.outcome.settle()
+        self._unconfirmed.append(transaction)
         return transaction
 
-    def abort(self, sent: int, *, server_closed: bool) -> list[Transaction]:
-        """The session broke: settle every transaction in flight, oldest first.
+    def _confirm(self) -> None:
+        self._confirmed.extend(self._unconfirmed)
+        self._unconfirmed.clear()
+
+    def end_of_window(self) -> None:
+        """Every command written has its reply, and the driver found nothing more
+        from the server: the verdicts so far stand."""
+        assert not self._awaited
+        self._confirm()
+
+    def take_confirmed(self) -> list[Transaction]:
+        """The finished transactions whose verdicts are known to be their own, in
+        order, each given once."""
+        confirmed, self._confirmed = self._confirmed, []
+        return confirmed
+
+    def _data_unanswered(self) -> bool:
+        # Commands written now follow the end of a DATA transaction's content whose
+        # verdict has not come yet.
+        return not self.chunking and any(a.step is Step.END for a in self._awaited)
+
+    def _refused_behind_data(
+        self, awaited: _Awaited, reply: Reply
+    ) -> tuple[list[Command], Transaction | None]:
+        """The server refused a command for coming behind the end of the data before
+        its verdict (some do, against SMTP smuggling). Nothing written from there on
+        was taken: those transactions are offered again, each after the verdict on
+        the one before."""
+        self.behind_data = False
+        transaction = awaited.transaction
+        if transaction is None:  # the QUIT: said again once the verdicts are in
+            self.quitting, self.quit_refused = False, True
+            return [], None
+        if transaction not in self.refused_behind_data:
+            self.refused_behind_data.append(transaction)
+            self.in_flight.remove(transaction)
+            transaction.outcome.reset_replies()
+            transaction.offered = False
+            # The content of a DATA never answered 354 was never written: still here.
+        if awaited.step is Step.DATA:
+            self.waiting_for_data = False
+        return [], None
+
+    def abort(
+        self, sent: int, *, server_closed: bool, out_of_step: bool = False
+    ) -> list[Transaction]:
+        """The session broke: settle every transaction not yet confirmed, oldest first.
 
         ``sent`` counts the bytes of :attr:`queued` that went out. A message whose
         whole content was written but whose verdict never came may
         have been queued: UNKNOWN (RFC 1047), unless the server said it was closing
         (421), which answers in order, so nothing after it was taken. The rest were
         not accepted.
+
+        ``out_of_step``: the replies stopped matching the commands (a reply too many,
+        or one that cannot answer its command). Every verdict since the last point
+        where they provably matched may be another command's reply: a message whose
+        content went out is UNKNOWN whatever it was told, and one whose content
+        never left cannot have been delivered (NOT_SENT).
         """
-        settled = list(self.in_flight)
+        if not out_of_step:
+            self._confirm()  # the verdicts read stand: nothing says they moved
+        settled = [*self._unconfirmed, *self.in_flight]
         for transaction in settled:
             written = 0 <= transaction.written_at <= sent
-            transaction.outcome.settle_unfinished(content_went_out=written and not server_closed)
+            if out_of_step:
+                transaction.outcome.settle_out_of_step(content_went_out=written)
+            else:
+                transaction.outcome.settle_unfinished(
+                    content_went_out=written and not server_closed
+                )
             transaction.content = b""
+        self._unconfirmed.clear()
         self.in_flight.clear()
         self._awaited.clear()
         return settled
@@ -271,4 +382,5 @@ class Pipeline:
         return commands
 
     def _await(self, step: Step, transaction: Transaction, index: int = 0) -> None:
-        self._awaited.append(_Awaited(step, transaction, index))
+        behind = transaction.behind_data and step is not Step.END
+        self._awaited.append(_Awaited(step, transaction, index, behind))

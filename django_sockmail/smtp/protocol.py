@@ -23,6 +23,7 @@ from .errors import (
     SMTPCommandError,
     SMTPHeloError,
     SMTPNotSupportedError,
+    SMTPOutOfStepError,
 )
 from .replies import Reply
 from .results import MessageOutcome, RecipientOutcome
@@ -285,33 +286,75 @@ def transaction(
     the server said even if the session breaks halfway. Refusals are not raised: the
     transaction is reset so the session can go on with the next message.
     """
+    caps = capabilities
     if reset_first:
-        yield [command("RSET")]
-    params = mail_parameters(capabilities, envelope, content)
-    [outcome.mail_reply] = yield [command("MAIL", f"FROM:<{envelope.sender}>{params}")]
+        [reply] = yield [command("RSET")]
+        in_step("RSET", reply, caps)
+    params = mail_parameters(caps, envelope, content)
+    [reply] = yield [command("MAIL", f"FROM:<{envelope.sender}>{params}")]
+    outcome.mail_reply = in_step("MAIL", reply, caps)
     if not outcome.mail_reply.is_positive:
         outcome.error = envelope_refusal(outcome)
-        return (yield from _abandon(outcome))
+        return (yield from _abandon(outcome, caps))
     for recipient in outcome.recipients:
-        params = rcpt_parameters(capabilities, envelope, recipient.address)
-        [recipient.reply] = yield [command("RCPT", f"TO:<{recipient.address}>{params}")]
+        params = rcpt_parameters(caps, envelope, recipient.address)
+        [reply] = yield [command("RCPT", f"TO:<{recipient.address}>{params}")]
+        recipient.reply = in_step("RCPT", reply, caps)
     if not any(r.accepted for r in outcome.recipients):
         outcome.error = envelope_refusal(outcome)
-        return (yield from _abandon(outcome))
+        return (yield from _abandon(outcome, caps))
     if chunking:
-        [outcome.final_reply] = yield [bdat_command(content)]
+        [reply] = yield [bdat_command(content)]
     else:
-        [outcome.data_reply] = yield [command("DATA")]
+        [reply] = yield [command("DATA")]
+        outcome.data_reply = in_step("DATA", reply, caps)
         if outcome.data_reply.code != 354:
             outcome.error = f"DATA refused: {outcome.data_reply}"
-            return (yield from _abandon(outcome))
-        [outcome.final_reply] = yield [content_command(content)]
+            return (yield from _abandon(outcome, caps))
+        [reply] = yield [content_command(content)]
+    # A 354 or 334 after the whole content is no verdict: raised before it is taken
+    # for one, so the driver settles the message as sent without a verdict.
+    outcome.final_reply = in_step("END", reply, caps)
     if not outcome.final_reply.is_positive:
         outcome.error = f"message refused: {outcome.final_reply}"
         if chunking:  # a refused BDAT leaves the transaction open (RFC 3030 §4.2)
-            return (yield from _abandon(outcome))
+            return (yield from _abandon(outcome, caps))
     outcome.settle()
     return outcome
+
+
+# Positive enhanced status codes of the address subject (RFC 3463 §3.2) that each
+# command can be given: X.1.0, X.1.7 and X.1.8 are about the sender, the rest about a
+# destination. A "250 2.1.5" to MAIL is a RCPT's reply, taken for another command.
+_ADDRESS_DETAILS = {"MAIL": {"0", "7", "8"}, "RCPT": {"1", "2", "3", "4", "5", "6", "10"}}
+
+
+def answers(command: str, reply: Reply, *, enhanced: bool) -> bool:
+    """Whether ``reply`` can be the answer to ``command`` ("MAIL", "RCPT", "DATA",
+    "END" for the end of the data, "RSET", "QUIT"), by RFC 5321 §4.3.2 and, where
+    the server gives enhanced status codes, by their subject. A reply that cannot
+    is another command's: the replies have fallen out of step with the commands."""
+    code = reply.code
+    if command == "QUIT":
+        return code == 221  # a 421 too: the last command's reply, taken for QUIT's
+    if code == 421:
+        return True  # any command may be answered by the server closing (§3.8)
+    if command == "DATA":
+        return code == 354 or code >= 400
+    if code < 400 and not reply.is_positive:
+        return False  # only DATA and AUTH are asked to go on (354, 334)
+    status = reply.enhanced_status if enhanced and reply.is_positive else None
+    if status is None or status.split(".")[1] != "1" or command not in ("MAIL", "RCPT", "END"):
+        return True  # (smtp-sink answers RSET "250 2.1.0": only these three are read)
+    return status.split(".")[2] in _ADDRESS_DETAILS.get(command, ())
+
+
+def in_step(command: str, reply: Reply, capabilities: Capabilities) -> Reply:
+    """``reply``, when it can answer ``command``; else SMTPProtocolError."""
+    if not answers(command, reply, enhanced=capabilities.has("ENHANCEDSTATUSCODES")):
+        name = "the end of the data" if command == "END" else command
+        raise SMTPOutOfStepError(f"The server answered {name} with {reply}: out of step")
+    return reply
 
 
 def envelope_refusal(outcome: MessageOutcome) -> str:
@@ -320,8 +363,9 @@ def envelope_refusal(outcome: MessageOutcome) -> str:
     return "every recipient refused"
 
 
-def _abandon(outcome: MessageOutcome) -> Exchange[MessageOutcome]:
-    yield [command("RSET")]
+def _abandon(outcome: MessageOutcome, capabilities: Capabilities) -> Exchange[MessageOutcome]:
+    [reply] = yield [command("RSET")]
+    in_step("RSET", reply, capabilities)
     outcome.settle()
     return outcome
 

@@ -141,6 +141,35 @@ class MessageOutcome:
         if content_went_out and self.final_reply is None and self.failure_reply is None:
             self.status = UNKNOWN
 
+    def settle_out_of_step(self, *, content_went_out: bool) -> None:
+        """Settle a transaction whose replies may have answered other commands (the
+        server sent a reply too many, or one that cannot answer its command): what
+        they said proves nothing. Its content went out: it may have been queued
+        (``unknown``); it never did: it cannot have been delivered (``not_sent``)."""
+        said = "; ".join(str(r) for r in self.replies_received)
+        self.reset_replies()
+        self.status = UNKNOWN if content_went_out else NOT_SENT
+        self.error = (
+            "The server's replies fell out of step with the commands, so none of "
+            "those to this message can be trusted" + (f" (it was told: {said})" if said else "")
+        )
+
+    @property
+    def replies_received(self) -> list[Reply]:
+        """Every reply to this transaction's commands, in the order sent."""
+        replies = [self.mail_reply, *(r.reply for r in self.recipients)]
+        replies += [self.data_reply, self.final_reply]
+        return [r for r in replies if r is not None]
+
+    def reset_replies(self) -> None:
+        """Forget every reply: the transaction is to be offered again, or what the
+        replies said cannot be trusted."""
+        self.mail_reply = self.data_reply = self.final_reply = None
+        for recipient in self.recipients:
+            recipient.reply = None
+        self.error = ""
+        self.status = NOT_SENT
+
     def settle(self) -> None:
         """Derive ``status`` from the replies gathered so far."""
         failure = self.failure_reply

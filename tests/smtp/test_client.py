@@ -9,8 +9,10 @@ import pytest
 
 from django_sockmail.smtp.client import SMTPClient
 from django_sockmail.smtp.envelope import make_envelope
+from django_sockmail.smtp.errors import SMTPConnectError, SMTPProtocolError, SMTPTimeoutError
 from django_sockmail.transcript import CLIENT, CONTENT, SERVER, Transcript
-from tests.servers import SMTPServer
+from tests.faults import HostileResponder, StopReading
+from tests.servers import Answer, Responder, SMTPServer
 
 ENVELOPE = make_envelope("from@example.org", ["to@example.org"])
 
@@ -110,3 +112,56 @@ def test_rset_only_where_the_session_needs_a_clean_slate(smtpd: SMTPServer) -> N
         *["MAIL", "RCPT", "DATA"],
         "QUIT",
     ]
+
+
+# A client opened again starts from a clean slate: nothing of the session before (a
+# parse error, replies, unsent bytes, capabilities) reaches the next.
+
+
+def test_reopened_after_a_garbage_reply_the_client_does_not_raise_the_old_error(
+    scripted: Any,
+) -> None:
+    # The first session's MAIL is answered with garbage; the second's properly.
+    server = scripted(Responder({"MAIL": [b"hello there\r\n", b"250 2.1.0 Ok\r\n"]}))
+    client = SMTPClient(server.host, server.port, timeout=5)
+    client.open()
+    with pytest.raises(SMTPProtocolError, match="malformed reply code"):
+        client.send(ENVELOPE, b"Subject: x\r\n\r\none\r\n")
+    client.open()
+    assert client.send(ENVELOPE, b"Subject: x\r\n\r\ntwo\r\n").status == "sent"
+    client.quit()
+
+
+def test_reopened_after_a_send_timeout_nothing_of_the_old_message_goes_to_the_new_server(
+    scripted: Any,
+) -> None:
+    # The first session's server stops reading mid-message: the send times out with
+    # megabytes still queued. The next session must begin with EHLO.
+    stop_reading = StopReading()
+    server = scripted(HostileResponder({"DATA": [stop_reading, b"354 go\r\n"]}))
+    client = SMTPClient(server.host, server.port, timeout=0.5, local_hostname="client.test")
+    client.open()
+    big = b"Subject: big\r\n\r\n" + b"0123456789abcdef" * 400_000 + b"\r\n"
+    with pytest.raises(SMTPTimeoutError):
+        client.send(ENVELOPE, big)
+    stop_reading.released.set()
+    client.open()
+    assert client.send(ENVELOPE, b"Subject: x\r\n\r\nsmall\r\n").status == "sent"
+    client.quit()
+    second = server.conversations[1].received
+    assert second[0] == b"EHLO client.test", second[:2]
+    assert not any(b"0123456789abcdef" in line for line in second)
+
+
+def test_reopened_nothing_is_known_of_a_server_that_refused_the_session(scripted: Any) -> None:
+    # The first session learnt SIZE 10; the second is refused in the greeting: what
+    # the first server offered is not taken for this one's.
+    greetings: list[Answer] = [b"220 x.test\r\n", b"554 5.3.2 Not now\r\n"]
+    server = scripted(Responder({"GREETING": greetings, "EHLO": b"250-x.test\r\n250 SIZE 10\r\n"}))
+    client = SMTPClient(server.host, server.port, timeout=5)
+    client.open()
+    assert client.capabilities.size_limit == 10
+    client.close()
+    with pytest.raises(SMTPConnectError):
+        client.open()
+    assert not client.capabilities.has("SIZE") and not client.capabilities.esmtp

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django_sockmail.smtp import protocol
 from django_sockmail.smtp.envelope import make_envelope
+from django_sockmail.smtp.errors import SMTPOutOfStepError
 from django_sockmail.smtp.pipeline import Pipeline, Step, Transaction, prepare
 from django_sockmail.smtp.results import DEFERRED, FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN
 from tests.smtp.test_protocol import reply
@@ -323,12 +324,19 @@ def test_the_reply_to_quit_is_kept_and_finishes_no_transaction() -> None:
     assert a.outcome.status == SENT and a.outcome.queue_id == "A"  # untouched by the QUIT
 
 
-def test_any_reply_but_a_354_answers_quit() -> None:
-    for text in ("421 4.3.2 shutting down", "500 5.5.1 what"):
+def test_only_221_answers_quit() -> None:
+    # Any other reply is the last command's, taken for QUIT's: a reply too many before.
+    import pytest
+
+    for text in ("421 4.3.2 shutting down", "500 5.5.1 what", "250 2.0.0 Ok"):
         pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
         pipeline.offer_quit()
-        assert pipeline.receive(reply(text)) == ([], None), text
-        assert pipeline.quit_reply is not None and pipeline.quit_reply.code == int(text[:3])
+        with pytest.raises(SMTPOutOfStepError, match="answered QUIT"):
+            pipeline.receive(reply(text))
+    pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
+    pipeline.offer_quit()
+    assert pipeline.receive(reply("221 2.0.0 Bye")) == ([], None)
+    assert pipeline.quit_reply is not None and pipeline.quit_reply.code == 221
 
 
 def test_a_354_answering_quit_is_out_of_step() -> None:

@@ -14,6 +14,7 @@ from django_sockmail.smtp.errors import (
     SMTPCommandError,
     SMTPHeloError,
     SMTPNotSupportedError,
+    SMTPOutOfStepError,
 )
 from django_sockmail.smtp.replies import Reply, ReplyParser
 from django_sockmail.smtp.results import FAILED, PARTIAL, SENT, MessageOutcome
@@ -242,9 +243,10 @@ def test_old_style_auth_equals_line_is_understood() -> None:
     assert sorted(caps.auth_mechanisms) == ["CRAM-MD5", "LOGIN", "PLAIN"]
 
 
-def test_a_3xx_reply_is_not_an_acceptance() -> None:
-    outcome, _ = transaction(["250", "354 ?", "250", "354", "250 ok"])
-    assert not outcome.recipients[0].accepted and outcome.status == PARTIAL
+def test_a_3xx_reply_to_rcpt_is_another_commands_reply() -> None:
+    # Only DATA (and AUTH) is answered 354: the replies are out of step.
+    with pytest.raises(SMTPOutOfStepError, match="answered RCPT with 354"):
+        transaction(["250", "354 ?", "250", "354", "250 ok"])
 
 
 CHUNKING = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 CHUNKING\n"))
