@@ -667,6 +667,8 @@ def test_an_interrupted_probe_is_still_recorded(
     ("args", "message"),
     [
         (["mail.example:0"], "HOST[:PORT]: 'mail.example:0': the port must be"),
+        (["mail.example:\u00b2"], "HOST[:PORT]: 'mail.example:\u00b2': the port must be"),
+        (["mail.example:\u0661\u0662"], "the port must be a number from 1 to 65535"),
         (["[mail.example]:25"], "HOST[:PORT]: '[mail.example]:25': brackets must hold"),
         (["mail.example", "--timeout", "0"], "--timeout must be more than 0 seconds"),
         (["mail.example", "--ehlo", "two words"], "--ehlo 'two words': a name without"),
@@ -678,10 +680,10 @@ def test_an_interrupted_probe_is_still_recorded(
 def test_bad_arguments_are_refused_before_connecting(
     monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
-    def create_connection(*args: Any, **kwargs: Any) -> socket.socket:
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("connected")
 
-    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
     result = probe(*args)
 

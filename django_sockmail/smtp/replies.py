@@ -25,7 +25,8 @@ KEPT_LINES = 50
 # make Python hold the whole line at two bytes a character.
 CUT_SHORT = "..."
 
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+# ASCII digits only: \d would also take Arabic-Indic digits for a status code.
+_ENHANCED = re.compile(r"^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,12 @@ def test_enhanced_status_code() -> None:
     assert reply.enhanced_status is None
 
 
+def test_an_enhanced_status_code_is_ascii_digits() -> None:
+    # Arabic-Indic digits are digits to \d, but no status code (RFC 3463 §2).
+    [reply] = ReplyParser().feed("250 2.\u0661.\u0660 Ok\r\n".encode())
+    assert reply.enhanced_status is None
+
+
 def test_wire_lines_round_trip() -> None:
     [reply] = ReplyParser().feed(EHLO)
     assert "\r\n".join(reply.wire_lines()) + "\r\n" == EHLO.decode()

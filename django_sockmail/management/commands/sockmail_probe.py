@@ -63,7 +63,8 @@ def parse_target(text: str, default_port: int) -> tuple[str, int]:
         if text.endswith(":"):
             raise ValueError(f"{text!r}: the port is missing after the colon")
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isascii(): str.isdigit() also takes "²" (int() refuses it) and other scripts' digits.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
     return host, int(port_text)
 
