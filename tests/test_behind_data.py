@@ -21,7 +21,7 @@ from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail.models import Session
-from tests.faults import EHLO_PIPELINING, RefusesBehindData
+from tests.faults import EHLO_PIPELINING, HostileResponder, RefusesBehindData
 from tests.servers import Scripted, backend_for
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +117,31 @@ def test_a_refused_transaction_is_not_offered_again_once_the_caller_stopped(
     assert responder.messages == [responder.messages[0]]  # only message 1's content
 
 
+def test_a_503_after_a_refused_mail_is_about_that_mail_not_early_commands(
+    scripted: Scripted,
+) -> None:
+    # Message 2's MAIL, written behind message 1's data, is refused for its sender;
+    # its RCPT and DATA then get 503 (no MAIL): a refusal of message 2, not of
+    # commands that came early. It is not offered again.
+    responder = HostileResponder(
+        {
+            "MAIL": [b"250 2.1.0 Ok\r\n", b"550 5.1.8 Sender refused\r\n"],
+            "RCPT": [b"250 2.1.5 Ok\r\n", b"503 5.5.1 Need MAIL\r\n"],
+            "DATA": [b"354 Go\r\n", b"503 5.5.1 Need RCPT\r\n"],
+        },
+        pipelining=True,
+    )
+    server = scripted(responder)
+    messages = batch(3)
+
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        backend_for(server).send_messages(messages)
+
+    assert statuses(messages) == ["sent", "failed", "not_sent"]
+    mails = [line for line in server.lines if line.startswith(b"MAIL")]
+    assert len(mails) == 2  # message 2 was not offered again
+
+
 def test_behind_bdat_last_the_next_transaction_stays_pipelined(scripted: Any) -> None:
     # The server refused commands behind DATA once (CHUNKING turned off); with
     # CHUNKING the next session still writes its transactions back to back.
@@ -139,8 +164,6 @@ def test_behind_bdat_last_the_next_transaction_stays_pipelined(scripted: Any) ->
 
 def test_a_server_that_takes_commands_behind_the_data_gets_them(scripted: Scripted) -> None:
     # The other side: a server that never refused is written to behind the data.
-    from tests.faults import HostileResponder
-
     server = scripted(HostileResponder({"EHLO": EHLO_PIPELINING}, pipelining=True))
     assert backend_for(server).send_messages(batch(2)) == 2
     behind = written_behind_data(Session.objects.get())

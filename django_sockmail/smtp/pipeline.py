@@ -86,12 +86,6 @@ class _Awaited:
     behind_data: bool = False  # written behind an end of data still unanswered
 
 
-# How a server that refuses commands written behind the end of the data (Haraka 3.3
-# and later, against SMTP smuggling) answers them: "bad sequence of commands".
-def _refuses_early_commands(reply: Reply) -> bool:
-    return reply.code == 503
-
-
 class Pipeline:
     """Transactions in flight on one session, in the order they were written.
 
@@ -228,7 +222,7 @@ class Pipeline:
         self._window_open = False
         awaited = self._awaited.popleft()
         step = awaited.step
-        if awaited.behind_data and _refuses_early_commands(reply):
+        if awaited.behind_data and self._refused_as_early(awaited, reply):
             return self._refused_behind_data(awaited, reply)
         if not answers(step.command, reply, enhanced=self._enhanced):
             raise SMTPOutOfStepError(f"The server answered {step.value} with {reply}: out of step")
@@ -314,6 +308,18 @@ class Pipeline:
         # Commands written now follow the end of a DATA transaction's content whose
         # verdict has not come yet.
         return not self.chunking and any(a.step is Step.END for a in self._awaited)
+
+    def _refused_as_early(self, awaited: _Awaited, reply: Reply) -> bool:
+        """A server that refuses commands written behind the end of the data (Haraka
+        3.3.4, against SMTP smuggling) answers each "503 bad sequence of commands".
+        Only a 503 to a transaction's first command says so: after a MAIL answered
+        otherwise, a 503 to its RCPT is about that MAIL."""
+        if reply.code != 503:
+            return False
+        transaction = awaited.transaction
+        if transaction is None or transaction in self.refused_behind_data:
+            return True  # QUIT, or the rest of a transaction refused so
+        return awaited.step in (Step.RSET, Step.MAIL)
 
     def _refused_behind_data(
         self, awaited: _Awaited, reply: Reply
