@@ -13,6 +13,7 @@ which messages were sent, unsent and unknown, and the audit log agrees.
 from __future__ import annotations
 
 import smtplib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.core.mail import EmailMessage
 
 from django_sockmail.models import Message, Session
 from django_sockmail.smtp.errors import SMTPOutOfStepError, SMTPProtocolError
-from tests.faults import HostileResponder
+from tests.faults import Behaviour, HostileResponder
 from tests.servers import Conversation, Scripted, ScriptedServer, SMTPServer, backend_for
 
 pytestmark = pytest.mark.django_db
@@ -268,3 +269,34 @@ def test_a_non_verdict_to_bdat_last_is_unknown(server: Any, non_verdict: bytes) 
     assert f"with {non_verdict[:3].decode()} " in str(info.value)
     assert statuses(messages) == ["unknown"]
     assert stored(smtp) == [("Message 1", "unknown")]
+
+
+def test_with_chunking_verdicts_are_believed_a_window_at_a_time(scripted: Scripted) -> None:
+    # BDAT transactions go out a window at a time: the next window only once every
+    # reply to this one is in and nothing more came, so that a reply too many is
+    # always found before a verdict of its window is believed. Between two points where
+    # every command had its reply, at most PIPELINE_WINDOW transactions are written.
+    from django_sockmail.smtp.client import PIPELINE_WINDOW
+
+    class Slowly(Behaviour):  # each verdict a little after the last, as real servers
+        def act(self, conversation: Conversation) -> bytes | None:
+            time.sleep(0.002)
+            conversation.send(b"250 2.0.0 Ok\r\n")
+            return b"250 2.0.0 Ok\r\n"
+
+    ehlo = b"250-batch.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+    smtp = scripted(HostileResponder({"EHLO": ehlo, "END": Slowly("slowly")}, pipelining=True))
+    messages = batch(2 * PIPELINE_WINDOW + 10)
+
+    assert backend_for(smtp).send_messages(messages) == len(messages)
+
+    outstanding, written, most = 0, 0, 0
+    for line in Session.objects.get().transcript_lines():
+        if line.direction == "C":
+            outstanding += 1
+            written += line.text.startswith("BDAT")
+        elif line.direction == "S" and line.text[3:4] != "-":
+            outstanding -= 1
+            if outstanding == 0:
+                most, written = max(most, written), 0
+    assert most == PIPELINE_WINDOW
