@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.servers import DROP, STALL, Action, Conversation, Responder, free_port
 
@@ -238,3 +239,19 @@ class RefusesBehindData(HostileResponder):
                 self.refused.append(line)
                 conversation.send(BEHIND_DATA_REFUSED)
         return sent
+
+
+def written_behind_data(session: Any) -> list[str]:
+    """The commands a recorded session wrote behind a message's content before its
+    verdict came: the transcript records each command as it is written and each reply
+    as it is read, so these are the ``C`` lines between a ``D`` line and the next
+    ``S`` line."""
+    behind, after_content = [], False
+    for line in session.transcript_lines():
+        if line.direction == "D":
+            after_content = True
+        elif line.direction == "S":
+            after_content = False
+        elif line.direction == "C" and after_content:
+            behind.append(line.text)
+    return behind

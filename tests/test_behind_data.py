@@ -21,7 +21,12 @@ from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail.models import Session
-from tests.faults import EHLO_PIPELINING, HostileResponder, RefusesBehindData
+from tests.faults import (
+    EHLO_PIPELINING,
+    HostileResponder,
+    RefusesBehindData,
+    written_behind_data,
+)
 from tests.servers import Scripted, backend_for
 
 pytestmark = pytest.mark.django_db
@@ -42,19 +47,6 @@ def statuses(messages: list[EmailMessage]) -> list[str]:
 
 def subjects(responder: RefusesBehindData) -> list[str]:
     return [str(email.message_from_bytes(m)["Subject"]) for m in responder.messages]
-
-
-def written_behind_data(session: Session) -> list[str]:
-    """Commands the client wrote after a message's content and before its verdict."""
-    behind, waiting = [], False
-    for line in session.transcript_lines():
-        if line.direction == "D":
-            waiting = True
-        elif line.direction == "S":
-            waiting = False
-        elif line.direction == "C" and waiting:
-            behind.append(line.text)
-    return behind
 
 
 def test_a_batch_completes_and_the_server_is_remembered(scripted: Scripted) -> None:

@@ -21,6 +21,7 @@ from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
 from django_sockmail.models import Message, Session
+from tests.faults import written_behind_data
 from tests.haraka import (
     HarakaEndpoint,
     HarakaInstance,
@@ -91,23 +92,6 @@ def statuses(messages: Sequence[EmailMessage]) -> list[str]:
 
 def delivered_ids(haraka: HarakaEndpoint) -> list[str]:
     return sorted(delivery.message_id for delivery in haraka.deliveries())
-
-
-def written_behind_end_of_data(session: Session) -> list[str]:
-    """The commands the client wrote after a message's content and before the reply
-    to its end: the transcript records each command as it is written and each reply
-    as it is read, so these are the ``C`` lines between a ``D`` line and the next
-    ``S`` line."""
-    behind = []
-    after_content = False
-    for line in session.transcript_lines():
-        if line.direction == "D":
-            after_content = True
-        elif line.direction == "S":
-            after_content = False
-        elif line.direction == "C" and after_content:
-            behind.append(line.text)
-    return behind
 
 
 def assert_nothing_early(log: str) -> None:
@@ -181,7 +165,7 @@ def test_a_later_session_writes_nothing_behind_the_end_of_data(haraka: HarakaEnd
     assert [(s.host, s.port) for s in sessions] == [(haraka.host, haraka.port)] * 2
     later = sessions[1]
     assert later.status == "ok" and later.sent_count == 3
-    assert written_behind_end_of_data(later) == []
+    assert written_behind_data(later) == []
     # The envelope is still pipelined (MAIL, RCPT and DATA written before the reply to
     # MAIL): only what follows the end of DATA waits for its reply.
     wire = [(line.direction, line.text.split(" ", 1)[0]) for line in later.transcript_lines()]
