@@ -1,0 +1,52 @@
+"""The design's boundaries, read from the source: ``django_sockmail/smtp`` is an SMTP
+client that imports nothing from Django nor from the rest of the package, and only its
+socket driver touches sockets."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+SMTP = Path(__file__).parent.parent / "django_sockmail" / "smtp"
+# What the client may import besides the standard library: the IDNA 2008 codec.
+THIRD_PARTY = {"idna"}
+# The socket driver alone does I/O; errors.py subclasses ssl.SSLError for TLS failures.
+IO_MODULES = {"socket": {"client.py"}, "select": {"client.py"}, "ssl": {"client.py", "errors.py"}}
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """Every import in ``path`` (at any depth, in functions too): (level, module)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or ""))
+    return found
+
+
+MODULES = sorted(SMTP.glob("*.py"))
+
+
+def test_the_client_is_all_here() -> None:
+    assert {p.name for p in MODULES} >= {"client.py", "protocol.py", "replies.py"}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+def test_the_smtp_client_imports_no_django_and_nothing_else_of_the_package(path: Path) -> None:
+    for level, module in imports(path):
+        top = module.split(".")[0]
+        if level == 1 or module.startswith("django_sockmail.smtp"):
+            continue  # a module of the client itself
+        assert level == 0, f"{path.name} imports from outside django_sockmail/smtp: {module}"
+        assert top in sys.stdlib_module_names or top in THIRD_PARTY, f"{path.name} imports {module}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+def test_only_the_socket_driver_does_io(path: Path) -> None:
+    for _, module in imports(path):
+        allowed = IO_MODULES.get(module.split(".")[0])
+        assert allowed is None or path.name in allowed, f"{path.name} imports {module}"
