@@ -18,8 +18,14 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
-from .checks import DJANGO_HAS_MAILERS, _user_settings, require_app_installed
-from .conf import conf, port_number, timeout_seconds
+from .conf import (
+    DJANGO_HAS_MAILERS,
+    conf,
+    port_number,
+    require_app_installed,
+    timeout_seconds,
+    user_settings,
+)
 from .rendering import render
 from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
 from .smtp.envelope import Envelope, make_envelope
@@ -82,7 +88,7 @@ class EmailBackend(BaseEmailBackend):
             # reads them must not warn again: the settings object behind the proxy
             # does not. With MAILERS defined the proxy refuses them (AttributeError),
             # for Django's backend too: read through it then.
-            email = _user_settings()
+            email = user_settings()
             if DJANGO_HAS_MAILERS and hasattr(email, "MAILERS"):
                 email = settings
             self.host = host or email.EMAIL_HOST

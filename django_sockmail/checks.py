@@ -43,26 +43,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import django
-from django.apps import AppConfig, apps
+from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.functional import LazyObject, empty
 from django.utils.module_loading import import_string
 
-from .conf import SWITCHES, Settings, conf, port_number, timeout_seconds
+from .backend import EmailBackend
+from .conf import (
+    DJANGO_HAS_MAILERS,
+    SWITCHES,
+    Settings,
+    app_installed_error,
+    conf,
+    port_number,
+    timeout_seconds,
+    user_settings,
+)
 from .smtp.client import is_loopback
 from .smtp.protocol import MECHANISMS
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
 
 TAG = "sockmail"
-APP_NAME = "django_sockmail"
 BACKEND = "django_sockmail.backend.EmailBackend"
-
-# Django 6.1 configures mail through MAILERS (with the EMAIL_* settings deprecated);
-# earlier versions ignore a MAILERS setting.
-DJANGO_HAS_MAILERS = django.VERSION >= (6, 1)
 
 # The keys conf.Settings documents.
 KNOWN_KEYS = tuple(name for name, value in vars(Settings).items() if isinstance(value, property))
@@ -92,17 +95,6 @@ def register_checks() -> None:
 # -- reading the settings ------------------------------------------------------------
 
 
-def _user_settings() -> Any:
-    """The settings object behind ``django.conf.settings``. Django 6.1 warns on every
-    read of an EMAIL_* setting through the lazy proxy (RemovedInDjango70Warning), and
-    raises AttributeError for one when MAILERS is defined; this object does neither,
-    as Django's own code reads them."""
-    lazy: LazyObject[Any] = settings
-    if lazy._wrapped is empty:
-        lazy._setup()
-    return lazy._wrapped
-
-
 def _sockmail() -> Mapping[str, Any]:
     """SOCKMAIL, or nothing when it is not a mapping (sockmail.E008 says so)."""
     value = getattr(settings, "SOCKMAIL", {})
@@ -115,8 +107,6 @@ def _is_ours(path: object) -> bool:
         return True
     if not isinstance(path, str) or not path:
         return False
-    from .backend import EmailBackend  # not at the top: the backend imports this module
-
     try:
         backend = import_string(path)
     except Exception:  # any backend that does not import is not ours (and not ours to report)
@@ -164,21 +154,21 @@ class Mailer:
 
 def our_mailers() -> list[Mailer]:
     """Each configuration our backend is used with, as the backend will read it."""
-    user_settings = _user_settings()
-    if DJANGO_HAS_MAILERS and hasattr(user_settings, "MAILERS"):
-        return _mailers_entries(user_settings.MAILERS)
-    if not _is_ours(getattr(user_settings, "EMAIL_BACKEND", None)):
+    configured = user_settings()
+    if DJANGO_HAS_MAILERS and hasattr(configured, "MAILERS"):
+        return _mailers_entries(configured.MAILERS)
+    if not _is_ours(getattr(configured, "EMAIL_BACKEND", None)):
         return []
-    port = getattr(user_settings, "EMAIL_PORT", None)
+    port = getattr(configured, "EMAIL_PORT", None)
     return [
         Mailer(
             alias=None,
-            host=str(getattr(user_settings, "EMAIL_HOST", "") or ""),
+            host=str(getattr(configured, "EMAIL_HOST", "") or ""),
             port=_valid_port(port),
-            use_tls=bool(getattr(user_settings, "EMAIL_USE_TLS", False)),
-            use_ssl=bool(getattr(user_settings, "EMAIL_USE_SSL", False)),
+            use_tls=bool(getattr(configured, "EMAIL_USE_TLS", False)),
+            use_ssl=bool(getattr(configured, "EMAIL_USE_SSL", False)),
             given_port=port,
-            timeout=getattr(user_settings, "EMAIL_TIMEOUT", None),
+            timeout=getattr(configured, "EMAIL_TIMEOUT", None),
         )
     ]
 
@@ -215,44 +205,7 @@ def _settings_key(key: str) -> str:
     return f"SOCKMAIL[{key!r}]"
 
 
-# -- sockmail.E002: the app --------------------------------------------------------
-
-
-def _app_is_installed() -> bool:
-    if apps.apps_ready:
-        return apps.is_installed(APP_NAME)
-    # Before the registry is ready (a backend built while settings load), go by the list.
-    return any(
-        entry == APP_NAME or str(entry).startswith(f"{APP_NAME}.apps.")
-        for entry in getattr(settings, "INSTALLED_APPS", ())
-    )
-
-
-def app_installed_error() -> checks.Error | None:
-    """sockmail.E002 when sessions are to be recorded but the app that owns the audit
-    log's tables is not installed; None when all is well.
-
-    ``ready()`` never runs for an app that is not installed, so the registered check
-    cannot report this: the backend calls :func:`require_app_installed` when it is
-    built, whoever configured it."""
-    if _app_is_installed() or not bool(_sockmail().get("RECORD_SESSIONS", True)):
-        return None
-    return checks.Error(
-        f"The django_sockmail email backend records every SMTP session, but "
-        f"{APP_NAME!r} is not in INSTALLED_APPS, so the audit log's tables do not exist.",
-        hint=(
-            f"Add {APP_NAME!r} to INSTALLED_APPS and run migrate, or set "
-            "SOCKMAIL['RECORD_SESSIONS'] = False to send without an audit log."
-        ),
-        id="sockmail.E002",
-    )
-
-
-def require_app_installed() -> None:
-    """Raise ImproperlyConfigured with sockmail.E002's text when it applies."""
-    error = app_installed_error()
-    if error is not None:
-        raise ImproperlyConfigured(f"({error.id}) {error.msg} HINT: {error.hint}")
+# -- sockmail.E002: the app (conf.app_installed_error) ------------------------------
 
 
 def check_app_installed(

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeGuard
 
+import django
+from django.apps import apps
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import LazyObject, empty
 from django.utils.module_loading import import_string
 
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
@@ -215,3 +219,62 @@ SWITCHES = tuple(
 )
 
 conf = Settings()
+
+
+# -- Django's own mail settings, and whether the audit log can be kept ---------------
+
+APP_NAME = "django_sockmail"
+# Django 6.1 configures mail through MAILERS (with the EMAIL_* settings deprecated);
+# earlier versions ignore a MAILERS setting.
+DJANGO_HAS_MAILERS = django.VERSION >= (6, 1)
+
+
+def user_settings() -> Any:
+    """The settings object behind ``django.conf.settings``, where the backend and the
+    checks read EMAIL_* and MAILERS. Django 6.1 warns on every read of an EMAIL_*
+    setting through the lazy proxy (RemovedInDjango70Warning), and raises
+    AttributeError for one when MAILERS is defined; this object does neither, as
+    Django's own code reads them."""
+    lazy: LazyObject[Any] = settings
+    if lazy._wrapped is empty:
+        lazy._setup()
+    return lazy._wrapped
+
+
+def _app_is_installed() -> bool:
+    if apps.apps_ready:
+        return apps.is_installed(APP_NAME)
+    # Before the registry is ready (a backend built while settings load), go by the list.
+    return any(
+        entry == APP_NAME or str(entry).startswith(f"{APP_NAME}.apps.")
+        for entry in getattr(settings, "INSTALLED_APPS", ())
+    )
+
+
+def app_installed_error() -> checks.Error | None:
+    """sockmail.E002 when sessions are to be recorded but the app that owns the audit
+    log's tables is not installed; None when all is well.
+
+    ``ready()`` never runs for an app that is not installed, so the registered check
+    cannot report this: the backend calls :func:`require_app_installed` when it is
+    built, whoever configured it."""
+    sockmail = getattr(settings, "SOCKMAIL", {})
+    recording = sockmail.get("RECORD_SESSIONS", True) if isinstance(sockmail, Mapping) else True
+    if _app_is_installed() or not bool(recording):
+        return None
+    return checks.Error(
+        f"The django_sockmail email backend records every SMTP session, but "
+        f"{APP_NAME!r} is not in INSTALLED_APPS, so the audit log's tables do not exist.",
+        hint=(
+            f"Add {APP_NAME!r} to INSTALLED_APPS and run migrate, or set "
+            "SOCKMAIL['RECORD_SESSIONS'] = False to send without an audit log."
+        ),
+        id="sockmail.E002",
+    )
+
+
+def require_app_installed() -> None:
+    """Raise ImproperlyConfigured with sockmail.E002's text when it applies."""
+    error = app_installed_error()
+    if error is not None:
+        raise ImproperlyConfigured(f"({error.id}) {error.msg} HINT: {error.hint}")

@@ -50,3 +50,57 @@ def test_only_the_socket_driver_does_io(path: Path) -> None:
     for _, module in imports(path):
         allowed = IO_MODULES.get(module.split(".")[0])
         assert allowed is None or path.name in allowed, f"{path.name} imports {module}"
+
+
+PACKAGE = SMTP.parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules ``path`` imports, at any depth (lazy imports in functions
+    too), but not under ``if TYPE_CHECKING:``, which never runs."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return {m for m in found if m in modules and m != name}
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    paths = [p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts]
+    modules = {module_name(p) for p in paths}
+    graph = {module_name(p): package_imports(p, modules) for p in paths}
+    assert graph["django_sockmail.backend"] >= {"django_sockmail.conf"}  # the graph is read
+
+    def cycle_from(start: str, path: list[str]) -> list[str] | None:
+        for nxt in sorted(graph[path[-1]]):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in path and nxt > start:  # each cycle once, from its least module
+                found = cycle_from(start, [*path, nxt])
+                if found:
+                    return found
+        return None
+
+    cycles = [c for m in sorted(graph) if (c := cycle_from(m, [m]))]
+    assert cycles == []

@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from django_sockmail import checks
 from django_sockmail.backend import EmailBackend
-from django_sockmail.conf import conf
+from django_sockmail.conf import app_installed_error, conf, require_app_installed
 
 OURS = "django_sockmail.backend.EmailBackend"
 DJANGOS = "django.core.mail.backends.smtp.EmailBackend"
@@ -72,7 +72,7 @@ def test_the_email_settings_are_not_read_through_the_settings_proxy(
     with override_settings(EMAIL_USE_TLS=True, EMAIL_USE_SSL=True), monkeypatch.context() as patch:
         patch.setattr(LazySettings, "__getattr__", strict_getattr)
         assert ids(("sockmail", "security")) == ["sockmail.E001"]
-        checks.require_app_installed()
+        require_app_installed()
 
 
 def test_the_checks_are_registered_under_sockmail_and_security() -> None:
@@ -197,7 +197,7 @@ def test_e002_backend_without_the_app() -> None:
     [error] = checks.check_app_installed()
     assert error.id == "sockmail.E002" and "INSTALLED_APPS" in error.msg
     with pytest.raises(ImproperlyConfigured, match=r"sockmail\.E002"):
-        checks.require_app_installed()
+        require_app_installed()
 
 
 @override_settings(INSTALLED_APPS=APPS_WITHOUT_SOCKMAIL)
@@ -213,8 +213,8 @@ def test_e002_building_the_backend_without_the_app_is_an_error() -> None:
 @override_settings(INSTALLED_APPS=APPS_WITHOUT_SOCKMAIL, SOCKMAIL={"RECORD_SESSIONS": False})
 def test_e002_not_without_recording() -> None:
     assert checks.check_app_installed() == []
-    assert checks.app_installed_error() is None
-    checks.require_app_installed()
+    assert app_installed_error() is None
+    require_app_installed()
 
 
 @override_settings(INSTALLED_APPS=APPS_WITHOUT_SOCKMAIL, EMAIL_BACKEND=DJANGOS)
@@ -224,7 +224,7 @@ def test_e002_not_when_our_backend_is_not_configured() -> None:
 
 def test_e002_not_with_the_app_installed() -> None:
     assert checks.check_app_installed() == []
-    checks.require_app_installed()
+    require_app_installed()
 
 
 # -- the SOCKMAIL dict: W004, E003 to E009 -------------------------------------------
