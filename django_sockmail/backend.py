@@ -27,7 +27,14 @@ from .conf import (
     user_settings,
 )
 from .rendering import render
-from .smtp.client import Security, SMTPClient, Timeouts, create_ssl_context
+from .smtp.client import (
+    Security,
+    SMTPClient,
+    Timeouts,
+    create_ssl_context,
+    default_port,
+    host_port,
+)
 from .smtp.envelope import Envelope, make_envelope
 from .smtp.errors import (
     SMTPDataError,
@@ -118,9 +125,11 @@ class EmailBackend(BaseEmailBackend):
                     self.alias,
                 )
             self.host = host
-            default_port = 465 if self.use_ssl else 587 if self.use_tls else 25
             try:
-                self.port = port_number(port or default_port, "OPTIONS['port']")
+                security: Security = (
+                    "ssl" if self.use_ssl else "starttls" if self.use_tls else "none"
+                )
+                self.port = port_number(port or default_port(security), "OPTIONS['port']")
                 self.timeout = timeout_seconds(timeout, "OPTIONS['timeout']")
             except ImproperlyConfigured as exc:
                 raise _invalid_mailer(str(exc), self.alias) from None
@@ -132,7 +141,7 @@ class EmailBackend(BaseEmailBackend):
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.host}:{self.port} user={self.username!r}>"
+        return f"<{type(self).__name__} {host_port(self.host, self.port)} user={self.username!r}>"
 
     @property
     def security(self) -> Security:

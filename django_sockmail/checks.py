@@ -60,7 +60,7 @@ from .conf import (
     timeout_seconds,
     user_settings,
 )
-from .smtp.client import is_loopback
+from .smtp.client import Security, default_port, is_loopback
 from .smtp.protocol import MECHANISMS
 from .transcript import CONTENT_HEADERS, CONTENT_MODES
 
@@ -78,7 +78,7 @@ _EMAIL_SETTING = {
     "use_tls": "EMAIL_USE_TLS",
     "use_ssl": "EMAIL_USE_SSL",
 }
-_IMPLICIT_TLS_PORT = 465  # RFC 8314
+_IMPLICIT_TLS_PORT = default_port("ssl")  # RFC 8314
 _STARTTLS_PORTS = (25, 587)  # relay and submission: the server speaks first, in cleartext
 
 
@@ -185,8 +185,8 @@ def _mailers_entries(mailers: object) -> list[Mailer]:
             continue
         use_tls, use_ssl = bool(options.get("use_tls")), bool(options.get("use_ssl"))
         # The backend's default port for the security asked for.
-        default_port = _IMPLICIT_TLS_PORT if use_ssl else 587 if use_tls else 25
-        given_port = options.get("port") or default_port
+        security: Security = "ssl" if use_ssl else "starttls" if use_tls else "none"
+        given_port = options.get("port") or default_port(security)
         host = str(options.get("host") or "")
         timeout = options.get("timeout")
         found.append(

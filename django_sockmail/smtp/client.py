@@ -41,6 +41,14 @@ _AddrInfo = tuple[Any, Any, int, str, Any]  # what socket.getaddrinfo() gives
 # "opportunistic": STARTTLS when the server offers it, else carry on in cleartext.
 # Only ever on request; "starttls" never falls back.
 Security = Literal["none", "starttls", "ssl", "opportunistic"]
+
+
+def default_port(security: Security) -> int:
+    """The port a server with this security listens on: 465 for implicit TLS (RFC
+    8314), 587 for submission with STARTTLS, else 25."""
+    return {"ssl": 465, "starttls": 587}.get(security, 25)
+
+
 RECV_SIZE = 65536
 SEND_SIZE = 262144  # at most this much per send(): the rest waits while replies are read
 # Transactions written ahead of their verdict. Enough to keep a long link busy; each is
@@ -225,10 +233,14 @@ def _closing(reply: Reply) -> SMTPServerDisconnected:
     return error
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:25``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _format_address(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return host_port(str(address[0]), address[1])
     return str(address)
 
 
@@ -318,7 +330,7 @@ class SMTPClient:
         self._retry_size = 0
 
     def __repr__(self) -> str:
-        return f"<SMTPClient {self.host}:{self.port} security={self.security}>"
+        return f"<SMTPClient {host_port(self.host, self.port)} security={self.security}>"
 
     @property
     def is_open(self) -> bool:
@@ -665,13 +677,13 @@ class SMTPClient:
             what = "resolving" if isinstance(exc, _ResolverTimeout) else "connecting to"
             limit = self._step_timeout or self.timeouts.deadline
             raise SMTPTimeoutError(
-                f"Timed out after {limit:g} s {what} {self.host}:{self.port}"
+                f"Timed out after {limit:g} s {what} {host_port(self.host, self.port)}"
                 if limit is not None
-                else f"Timed out {what} {self.host}:{self.port}"
+                else f"Timed out {what} {host_port(self.host, self.port)}"
             ) from exc
         except OSError as exc:
             raise SMTPConnectError.without_reply(
-                f"Could not connect to {self.host}:{self.port}: {exc}"
+                f"Could not connect to {host_port(self.host, self.port)}: {exc}"
             ) from exc
         sock.setblocking(False)  # every read and write goes through _pump()
         # We group commands into writes ourselves; Nagle's algorithm would only hold
@@ -716,7 +728,7 @@ class SMTPClient:
         except TimeoutError as exc:
             raise SMTPTimeoutError("Timed out during the TLS handshake") from exc
         except ssl.SSLError as exc:
-            raise SMTPTLSError(f"TLS with {self.host}:{self.port} failed: {exc}") from exc
+            raise SMTPTLSError(f"TLS with {host_port(self.host, self.port)} failed: {exc}") from exc
         except OSError as exc:
             raise SMTPServerDisconnected(
                 f"Connection lost during the TLS handshake: {exc}"

@@ -16,7 +16,8 @@ from email.policy import default as default_policy
 
 import idna
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls and DEL: never in a command line (bpo-43124) nor in an address.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>\s\"]")  # never in a domain
 # RFC 5321 Dot-string, with RFC 6531's non-ASCII characters: needs no quoting.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
@@ -129,7 +130,7 @@ def envelope_address(address: str | tuple[str, str]) -> str:
     address = str(address)  # lazy translation strings, as Django's force_str allows
     if _PLAIN.match(address) and len(address.rpartition("@")[2]) <= _MAX_DOMAIN:
         return address
-    if _CONTROL.search(address):
+    if CONTROL.search(address):
         raise ValueError(f"Invalid address (control character): {address!r}")
     try:
         header = default_policy.header_factory("To", address)
@@ -149,7 +150,7 @@ def envelope_address(address: str | tuple[str, str]) -> str:
         raise ValueError(f"Invalid address: {address!r}")
     mailbox: Address = mailboxes[0]
     local, domain = mailbox.username, mailbox.domain
-    if not local or _CONTROL.search(local) or _FORBIDDEN.search(domain):
+    if not local or CONTROL.search(local) or _FORBIDDEN.search(domain):
         raise ValueError(f"Invalid address: {address!r}")
     if not _DOT_ATOM.match(local):
         # RFC 5321 Quoted-string: "a@b"@example.org must stay quoted, or the server

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from . import auth
 from .data import dot_stuff, is_8bit
-from .envelope import Envelope, xtext
+from .envelope import CONTROL, Envelope, xtext
 from .errors import (
     SMTPAuthenticationError,
     SMTPCommandError,
@@ -45,13 +45,10 @@ class Command:
         return bool(self.content)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def _check_argument(text: str) -> None:
     # No CR, LF or other control character may reach the wire inside a command:
     # that would let an argument start a command of its own (bpo-43124).
-    if _CONTROL.search(text):
+    if CONTROL.search(text):
         raise ValueError(f"Control character in SMTP command argument: {text!r}")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from django_sockmail.smtp.client import SMTPClient
+from django_sockmail.smtp.client import SMTPClient, default_port, host_port
 from django_sockmail.smtp.envelope import make_envelope
 from django_sockmail.smtp.errors import SMTPConnectError, SMTPProtocolError, SMTPTimeoutError
 from django_sockmail.transcript import CLIENT, CONTENT, SERVER, Transcript
@@ -165,3 +165,29 @@ def test_reopened_nothing_is_known_of_a_server_that_refused_the_session(scripted
     with pytest.raises(SMTPConnectError):
         client.open()
     assert not client.capabilities.has("SIZE") and not client.capabilities.esmtp
+
+
+def test_host_port_brackets_an_ipv6_address() -> None:
+    assert host_port("mail.example", 25) == "mail.example:25"
+    assert host_port("192.0.2.1", 587) == "192.0.2.1:587"
+    assert host_port("2001:db8::25", 465) == "[2001:db8::25]:465"
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 in this Python")
+def test_a_refused_connection_names_an_ipv6_server_in_brackets() -> None:
+    with socket.socket(socket.AF_INET6) as unused:  # a free port nobody listens on
+        unused.bind(("::1", 0))
+        port = unused.getsockname()[1]
+    client = SMTPClient("::1", port, timeout=5)
+    with pytest.raises(SMTPConnectError, match=rf"Could not connect to \[::1\]:{port}: "):
+        client.open()
+
+
+def test_each_security_has_its_default_port() -> None:
+    # RFC 8314 implicit TLS, RFC 6409 submission, RFC 5321 relay.
+    assert [default_port(s) for s in ("ssl", "starttls", "none", "opportunistic")] == [
+        465,
+        587,
+        25,
+        25,
+    ]

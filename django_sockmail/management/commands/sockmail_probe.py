@@ -23,7 +23,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_sockmail.conf import conf
 from django_sockmail.plaintext import printable
 from django_sockmail.recorder import record
-from django_sockmail.smtp.client import Security, SMTPClient, create_ssl_context
+from django_sockmail.smtp.client import (
+    Security,
+    SMTPClient,
+    create_ssl_context,
+    default_port,
+    host_port,
+)
 from django_sockmail.smtp.events import SessionListener, TLSInfo
 from django_sockmail.smtp.protocol import Capabilities
 from django_sockmail.smtp.replies import Reply
@@ -31,7 +37,6 @@ from django_sockmail.transcript import CLIENT, FAILED, INFO, Line, Transcript
 
 PASSWORD_ENV = "SOCKMAIL_PROBE_PASSWORD"
 # RFC 5321 relay, RFC 6409 submission with STARTTLS, RFC 8314 implicit TLS.
-DEFAULT_PORTS: dict[Security, int] = {"none": 25, "starttls": 587, "ssl": 465}
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -214,7 +219,7 @@ class Command(BaseCommand):
             raise CommandError("--starttls and --ssl exclude each other.")
         security: Security = "ssl" if use_ssl else "starttls" if use_tls else "none"
         try:
-            host, port = parse_target(target, DEFAULT_PORTS[security])
+            host, port = parse_target(target, default_port(security))
         except ValueError as exc:
             raise CommandError(f"HOST[:PORT]: {exc}.") from None
         if not timeout > 0:
@@ -268,7 +273,7 @@ class Command(BaseCommand):
             raise _failed(host, port, _one_line(error))
         if transcript.status == FAILED:  # e.g. garbage in answer to QUIT
             raise _failed(host, port, transcript.error)
-        self.stdout.write(self.style.SUCCESS(f"Probe of {_address(host, port)} succeeded."))
+        self.stdout.write(self.style.SUCCESS(f"Probe of {host_port(host, port)} succeeded."))
 
     def _write_live(self, text: str) -> None:
         self.stdout.write(text)
@@ -331,13 +336,9 @@ def _is_token(text: str) -> bool:
     return bool(text) and all(ch.isprintable() and not ch.isspace() for ch in text)
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _failed(host: str, port: int, reason: str) -> CommandError:
     # The reason is mostly the server's words: escaped, like every line before it.
-    return CommandError(f"Probe of {_address(host, port)} failed: {printable(reason)}")
+    return CommandError(f"Probe of {host_port(host, port)} failed: {printable(reason)}")
 
 
 def _one_line(error: BaseException) -> str:
