@@ -483,8 +483,6 @@ class SMTPClient:
                     break
                 source.prefetch()  # e.g. render the next message while the server works
                 self._receive_replies(pipeline, finished)
-                if not pipeline.behind_data:  # remembered: see _REFUSE_BEHIND_DATA
-                    _REFUSE_BEHIND_DATA.add((self.host, self.port))
                 if pipeline.quit_refused:  # behind the data: again after the verdict
                     quit_after, pipeline.quit_refused = True, False
             self._flush()
@@ -527,6 +525,9 @@ class SMTPClient:
             # Those that got their verdict before the failure are reported as such.
             yield from self._report(finished)
             raise
+        finally:
+            if not pipeline.behind_data:  # learnt, or known: see _REFUSE_BEHIND_DATA
+                _REFUSE_BEHIND_DATA.add((self.host, self.port))
 
     def _offer(self, pipeline: Pipeline, source: _Source) -> None:
         """Offer what may be written now: first what the server refused for coming
