@@ -2,46 +2,41 @@
 their recipients, and the recipient list that a page with too many to show links to.
 Nothing can be added or changed here; superusers may delete.
 
-Everything the server said is hostile input: it reaches the page only through
-auto-escaping templates and ``format_html``.
+The ModelAdmins only: the search is in :mod:`.admin_search`, the pagination in
+:mod:`.admin_pagination`, the rows of the session page in :mod:`.admin_rows` and the
+transcript download in :mod:`.transcript_text`. Everything the server said is hostile
+input: it reaches the page only through auto-escaping templates and ``format_html``.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
-from django.db import connections, models, router
-from django.db.models import F, Func, Q, QuerySet, Value
-from django.db.models.lookups import Exact, IStartsWith
+from django.db import models
+from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from django.templatetags.static import static
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
-from django.utils.formats import date_format, number_format
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from .models import (
-    SUBJECT_KEY_LENGTH,
-    Message,
-    Recipient,
-    Session,
-    TranscriptLine,
-    subject_key,
+from .admin_pagination import AuditLogChangeList, CappedCountPaginator
+from .admin_rows import (
+    MessageRow,
+    first_recipients,
+    line_row,
+    message_row,
+    recipient_outcome,
+    status_icon,
 )
-from .plaintext import printable
+from .admin_search import SEARCH_HELP_TEXT, messages_matching, sessions_matching
+from .models import Message, Recipient, Session
+from .transcript_text import timestamp, transcript_text
 
 # The session page renders at most this many transcript lines and messages; the rest
 # are counted, and the messages are a link away in the message list.
@@ -58,14 +53,8 @@ SESSION_RECIPIENT_LIMIT = 2000
 MESSAGE_FILTER = "message__id__exact"
 
 # An address search lists the ids of the messages to that recipient in its query, up
-# to this many (beyond, a subquery): see _search().
+# to this many (beyond, a subquery): see admin_search.
 RECIPIENT_ID_LIMIT = 1000
-
-SEARCH_HELP_TEXT = (
-    "An address (envelope sender or recipient, any case) or a Message-ID (with or "
-    "without <>), exactly; a queue id, exactly; or the beginning of the subject, in any "
-    "case. Each is an index lookup, so there is no search for a word inside a text."
-)
 
 _M = TypeVar("_M", bound=models.Model)
 _P = TypeVar("_P", bound=models.Model)
@@ -82,108 +71,6 @@ else:
 
     class _TabularInline(admin.TabularInline, Generic[_M, _P]):
         pass
-
-
-_STATUS_ICONS: dict[str, str] = {
-    Session.Status.OK: "yes",
-    Session.Status.FAILED: "no",
-    Session.Status.TIMED_OUT: "no",
-    Message.Status.SENT: "yes",
-    Message.Status.PARTIAL: "alert",
-    Message.Status.DEFERRED: "alert",
-    Message.Status.FAILED: "no",
-    Message.Status.NOT_SENT: "unknown",
-    Message.Status.UNKNOWN: "alert",
-}
-
-_LINE_KINDS: dict[str, tuple[str, str]] = {
-    TranscriptLine.Direction.CLIENT: ("client", "C:"),
-    TranscriptLine.Direction.SERVER: ("server", "S:"),
-    TranscriptLine.Direction.CONTENT: ("content", "D:"),
-    TranscriptLine.Direction.INFO: ("info", "*"),
-}
-
-
-def timestamp(value: datetime | None) -> str:
-    """A time to the second, in the current time zone: an audit log needs the seconds
-    that the admin's default format leaves out."""
-    if value is None:
-        return ""
-    if timezone.is_aware(value):
-        value = timezone.localtime(value)
-    return date_format(value, "Y-m-d H:i:s T" if timezone.is_aware(value) else "Y-m-d H:i:s")
-
-
-def status_icon(value: str, label: str) -> SafeString:
-    """The admin's yes/no/alert icon followed by the status label."""
-    icon = _STATUS_ICONS.get(value, "unknown")
-    return format_html(
-        '<img src="{}" alt="{}" class="sockmail-status-icon"> {}',
-        static(f"admin/img/icon-{icon}.svg"),
-        value,
-        label,
-    )
-
-
-class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
-    """A paginator that never counts a whole table.
-
-    The stock paginator counts every row that the list shows, on every page view: a
-    scan of the whole table (or of an index of it) that grows with the table. This one
-    counts at most ``count_limit + 1`` rows, in a sliced subquery that works on every
-    database; past the limit it reports ``count_limit`` rows (so the last page is a
-    full one), sets ``capped``, and the list reads "more than ``count_limit``". Pages
-    beyond the limit are not offered: a filter or a search narrows the list instead.
-    """
-
-    count_limit = 10_000
-
-    @cached_property
-    def _counted(self) -> int:
-        object_list = self.object_list
-        limit = self.count_limit
-        if isinstance(object_list, QuerySet):
-            # Without ORDER BY the database may count along any index that fits the
-            # filter; the LIMIT lets it stop at limit + 1 rows.
-            return object_list.order_by()[: limit + 1].count()
-        return len(object_list)
-
-    @cached_property
-    def count(self) -> int:
-        return min(self._counted, self.count_limit)
-
-    @property
-    def capped(self) -> bool:
-        """Whether there are more rows than ``count`` says."""
-        return self._counted > self.count_limit
-
-
-class _CountedAsText:
-    """A change list as the stock pagination template sees it: everything as it is,
-    except the result count, which reads "more than N"."""
-
-    def __init__(self, changelist: ChangeList, result_count: str) -> None:
-        self._changelist = changelist
-        self.result_count = result_count
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._changelist, name)
-
-
-class AuditLogChangeList(ChangeList):
-    """The change list of the audit log, for the templates in
-    ``admin/django_sockmail/`` that show a capped count as "more than N"."""
-
-    @property
-    def count_capped(self) -> bool:
-        return bool(getattr(self.paginator, "capped", False))
-
-    @property
-    def for_pagination(self) -> ChangeList | _CountedAsText:
-        if not self.count_capped:
-            return self
-        limit = number_format(self.paginator.count, force_grouping=True)
-        return _CountedAsText(self, f"more than {limit}")
 
 
 class AuditLogAdmin(_ModelAdmin[_M]):
@@ -218,194 +105,6 @@ class AuditLogAdmin(_ModelAdmin[_M]):
             current_app=self.admin_site.name,
         )
         return f"{url}?{urlencode({MESSAGE_FILTER: message_id})}"
-
-
-@dataclass(frozen=True)
-class _RecipientRow:
-    recipient: Recipient
-    outcome: SafeString
-
-
-@dataclass(frozen=True)
-class _MessageRow:
-    message: Message
-    url: str
-    status: SafeString
-    recipients: list[_RecipientRow]  # the first of them: see SESSION_RECIPIENT_LIMIT
-    recipients_hidden: int
-    recipients_url: str  # all of them, in the recipient list
-
-
-@dataclass(frozen=True)
-class _LineRow:
-    line: TranscriptLine
-    kind: str  # CSS class suffix: client, server, server-error, content, info
-    prefix: str
-
-
-def _line_row(line: TranscriptLine) -> _LineRow:
-    kind, prefix = _LINE_KINDS.get(line.direction, ("info", line.direction))
-    if kind == "server" and line.text[:1] in ("4", "5"):
-        kind = "server-error"
-    return _LineRow(line, kind, prefix)
-
-
-@dataclass(frozen=True)
-class _Search:
-    """What a search term matches: ``messages``, a condition on the message table alone,
-    and, rarely, ``recipients`` too many to list in it (see :func:`_search`)."""
-
-    messages: Q
-    recipients: QuerySet[Recipient] | None = None
-
-
-def _search(term: str) -> _Search:
-    """The messages that a search term matches (see :data:`SEARCH_HELP_TEXT`).
-
-    Each alternative is an index lookup (see the indexes of
-    :class:`~django_sockmail.models.Message` and :class:`~django_sockmail.models.Recipient`),
-    and all of them are conditions on the message table, so their OR is one (a bitmap
-    OR on PostgreSQL). That leaves the database free to choose: find the few matches
-    first, or, when a term matches many messages (a sender of every twentieth), walk the
-    list in its order and stop after a page. An address is looked up among the
-    recipients beforehand (one query) and the ids of their messages go into the
-    condition; an address with more than :data:`RECIPIENT_ID_LIMIT` messages is left
-    as a subquery, for the callers to unite with the rest (``UNION ALL``: still index
-    lookups, and nothing made DISTINCT).
-    """
-    bare = _unbracketed(term)
-    ids = sorted({bare, f"<{bare}>"})
-    match = _exactly(Q(message_id__in=ids), "message_id", *ids) | _exactly(
-        Q(queue_id=term), "queue_id", term
-    )
-    # The subject index holds the subject's first SUBJECT_KEY_LENGTH characters; a
-    # longer term is checked against the whole subject among the rows that it finds.
-    subject = Q(IStartsWith(subject_key(), term[:SUBJECT_KEY_LENGTH]))
-    if len(term) > SUBJECT_KEY_LENGTH:
-        subject &= Q(subject__istartswith=term)
-    match |= subject
-    if "@" not in bare:
-        return _Search(match)
-    match |= Q(envelope_from__iexact=bare)
-    recipients = Recipient.objects.filter(address__iexact=bare).order_by()
-    message_ids = list(recipients.values_list("message_id", flat=True)[: RECIPIENT_ID_LIMIT + 1])
-    if len(message_ids) > RECIPIENT_ID_LIMIT:
-        return _Search(match, recipients)
-    if message_ids:
-        match |= Q(pk__in=message_ids)
-    return _Search(match)
-
-
-def _exactly(condition: Q, field: str, *values: str) -> Q:
-    """``condition`` (an index lookup of ``field``), and on MySQL and MariaDB, whose
-    default collations ignore case, a byte comparison among the rows it finds: queue
-    ids and Message-IDs are case-sensitive (``abc123`` is not ``ABC123``)."""
-    if connections[router.db_for_read(Message)].vendor != "mysql":
-        return condition
-    same = Q()
-    for value in values:
-        same |= Q(Exact(_Bytes(F(field)), _Bytes(Value(value))))
-    return condition & same
-
-
-class _Bytes(Func):
-    """A string as bytes, on MySQL and MariaDB: compared byte for byte."""
-
-    template = "CAST(%(expressions)s AS BINARY)"
-    output_field = models.CharField()
-
-
-def _unbracketed(term: str) -> str:
-    return term[1:-1] if term.startswith("<") and term.endswith(">") else term
-
-
-def transcript_header(session: Session) -> list[str]:
-    """The lines above the conversation in a transcript download."""
-    security = session.get_security_display()
-    rows = [
-        ("Server", f"{session.endpoint} ({security})"),
-        ("Peer", session.peer_address),
-        ("Local", session.local_address),
-        ("Started", timestamp(session.started_at)),
-        ("Ended", timestamp(session.ended_at)),
-    ]
-    duration = session.duration
-    if duration is not None:
-        rows.append(("Duration", f"{duration.total_seconds():.3f} s"))
-    if session.tls_version:
-        rows += [
-            ("TLS", f"{session.tls_version} {session.tls_cipher}".strip()),
-            ("Certificate subject", session.tls_peer_subject),
-            ("Certificate issuer", session.tls_peer_issuer),
-            (
-                "Certificate valid",
-                f"{session.tls_peer_not_before} to {session.tls_peer_not_after}",
-            ),
-            ("Certificate SHA-256", session.tls_peer_fingerprint),
-        ]
-    else:
-        rows.append(("TLS", "none"))
-    rows += [
-        ("Status", session.get_status_display()),
-        ("Error", session.error),
-        ("Messages", f"{session.message_count} ({session.sent_count} sent)"),
-    ]
-    return [
-        f"SMTP session {session.pk}",
-        *(f"{label}: {printable(value)}" for label, value in rows if value),
-    ]
-
-
-def transcript_line(offset_ms: float, direction: str, text: str) -> str:
-    """One line of the conversation, e.g. ``+12.345ms C: EHLO client.example.org``;
-    the continuation lines of a multi-line text (the header block) are indented."""
-    _, prefix = _LINE_KINDS.get(direction, ("info", direction))
-    lead = f"+{offset_ms:.3f}ms {prefix} "
-    first, *rest = printable(text).split("\n")
-    indent = " " * len(lead)
-    return "\n".join([lead + first, *(indent + line for line in rest)])
-
-
-def transcript_text(session: Session) -> Iterator[str]:
-    """The whole transcript as plain text, a piece at a time: the header, a blank line,
-    then every line of the conversation, a stored chunk (up to a thousand lines) to a
-    piece, read a few chunks to a query: memory does not grow with the transcript."""
-    yield "\n".join(transcript_header(session)) + "\n\n"
-    for chunk in session.iter_transcript_chunks():
-        lines = chunk.decoded()
-        yield "".join(transcript_line(x.offset_ms, x.direction, x.text) + "\n" for x in lines)
-
-
-def _recipient_outcome(recipient: Recipient) -> SafeString:
-    """The admin's icon and a word for what became of a recipient."""
-    if recipient.reply_code is None:
-        icon, outcome = "unknown", "not offered"
-    elif recipient.accepted:
-        icon, outcome = "yes", "accepted"
-    else:
-        icon, outcome = "no", "refused"
-    return format_html(
-        '<img src="{}" alt="" class="sockmail-status-icon"> {}',
-        static(f"admin/img/icon-{icon}.svg"),
-        outcome,
-    )
-
-
-def _first_recipients(session: Session, messages: list[Message]) -> dict[int, list[Recipient]]:
-    """The first SESSION_RECIPIENT_LIMIT recipients of ``messages`` (a session's first,
-    in order), in message and RCPT order, by message id: one query however many there
-    are."""
-    if not messages:
-        return {}
-    recipients = (
-        Recipient.objects.using(session._state.db)
-        .filter(message__session=session, message__position__lte=messages[-1].position)
-        .order_by("message__position", "id")[:SESSION_RECIPIENT_LIMIT]
-    )
-    by_message: dict[int, list[Recipient]] = defaultdict(list)
-    for recipient in recipients:
-        by_message[recipient.message_id].append(recipient)
-    return by_message
 
 
 @admin.register(Session)
@@ -491,22 +190,8 @@ class SessionAdmin(AuditLogAdmin[Session]):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Session], bool]:
-        """Sessions with a message that matches (see :func:`_search`): ``id IN
-        (SELECT session_id FROM message WHERE ...)``, a semi-join that the database may
-        drive from the matching messages (few) or from the sessions in list order
-        (many), and that makes nothing DISTINCT. (``EXISTS(messages) OR
-        EXISTS(recipients)`` could only test the sessions one by one, all of them when
-        the term is rare.)"""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        search = _search(term)
-        session_ids = Message.objects.filter(search.messages).order_by().values("session_id")
-        if search.recipients is not None:
-            session_ids = session_ids.union(
-                search.recipients.values("message__session_id"), all=True
-            )
-        return queryset.filter(pk__in=session_ids), False
+        """Sessions with a message that matches: see :func:`.admin_search.sessions_matching`."""
+        return sessions_matching(queryset, search_term, RECIPIENT_ID_LIMIT), False
 
     def get_urls(self) -> list[URLPattern]:
         opts = self.opts
@@ -555,7 +240,7 @@ class SessionAdmin(AuditLogAdmin[Session]):
 
     def _session_context(self, session: Session) -> dict[str, Any]:
         messages = list(session.messages.order_by("position")[:MESSAGE_LIMIT])
-        recipients = _first_recipients(session, messages)
+        recipients = first_recipients(session, messages, SESSION_RECIPIENT_LIMIT)
         lines = session.transcript_lines(limit=TRANSCRIPT_LINE_LIMIT)
         message_rows = [self._message_row(m, recipients.get(m.pk, [])) for m in messages]
         return {
@@ -563,7 +248,7 @@ class SessionAdmin(AuditLogAdmin[Session]):
             "sockmail_messages_hidden": max(session.message_count - len(messages), 0),
             "sockmail_recipients_shown": any(row.recipients for row in message_rows),
             "sockmail_recipients_hidden": sum(row.recipients_hidden for row in message_rows),
-            "sockmail_lines": [_line_row(line) for line in lines],
+            "sockmail_lines": [line_row(line) for line in lines],
             "sockmail_lines_hidden": max(session.line_count - len(lines), 0),
             "sockmail_transcript_url": reverse(
                 f"{self.admin_site.name}:django_sockmail_session_transcript",
@@ -572,19 +257,13 @@ class SessionAdmin(AuditLogAdmin[Session]):
             ),
         }
 
-    def _message_row(self, message: Message, recipients: list[Recipient]) -> _MessageRow:
-        return _MessageRow(
-            message,
-            reverse(
-                f"{self.admin_site.name}:django_sockmail_message_change",
-                args=[message.pk],
-                current_app=self.admin_site.name,
-            ),
-            status_icon(message.status, message.get_status_display()),
-            [_RecipientRow(r, _recipient_outcome(r)) for r in recipients],
-            max(message.recipient_count - len(recipients), 0),
-            self.recipient_list_url(message.pk),
+    def _message_row(self, message: Message, recipients: list[Recipient]) -> MessageRow:
+        url = reverse(
+            f"{self.admin_site.name}:django_sockmail_message_change",
+            args=[message.pk],
+            current_app=self.admin_site.name,
         )
+        return message_row(message, recipients, url, self.recipient_list_url(message.pk))
 
 
 class _FirstRecipients(BaseInlineFormSet):  # type: ignore[type-arg]
@@ -670,21 +349,8 @@ class MessageAdmin(AuditLogAdmin[Message]):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Message], bool]:
-        """Messages that match (see :func:`_search`): a condition on the message table,
-        no join, nothing DISTINCT."""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        search = _search(term)
-        if search.recipients is None:
-            return queryset.filter(search.messages), False
-        message_ids = (
-            Message.objects.filter(search.messages)
-            .order_by()
-            .values("pk")
-            .union(search.recipients.values("message_id"), all=True)
-        )
-        return queryset.filter(pk__in=message_ids), False
+        """Messages that match: see :func:`.admin_search.messages_matching`."""
+        return messages_matching(queryset, search_term, RECIPIENT_ID_LIMIT), False
 
     def render_change_form(
         self,
@@ -748,7 +414,7 @@ class RecipientAdmin(AuditLogAdmin[Recipient]):
 
     @admin.display(description="outcome")
     def outcome(self, obj: Recipient) -> SafeString:
-        return _recipient_outcome(obj)
+        return recipient_outcome(obj)
 
     @admin.display(description="server reply to RCPT")
     def reply(self, obj: Recipient) -> str:

@@ -20,12 +20,14 @@ from pytest_django import Settings
 
 from django_sockmail import admin as sockmail_admin
 from django_sockmail import models, recorder
+from django_sockmail.admin_search import SEARCH_HELP_TEXT
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.recorder import record, write_so_far
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import FAILED, Line, MessageRecord
+from django_sockmail.transcript_text import transcript_line
 from tests.servers import SMTPServer
 from tests.spies import decodes
 from tests.test_recorder import (
@@ -354,8 +356,7 @@ def test_the_transcript_download_has_every_line_a_chunk_at_a_time(
     assert header.startswith(f"SMTP session {session.pk}\n") and header.endswith("\n\n")
     # Every line, in order, past the page's limit: each piece the lines of its chunk.
     expected = [
-        sockmail_admin.transcript_line(i * 12.5, d, text) + "\n"
-        for i, (d, text) in enumerate(conversation)
+        transcript_line(i * 12.5, d, text) + "\n" for i, (d, text) in enumerate(conversation)
     ]
     assert said == ["".join(expected[first - 1 : first - 1 + count]) for first, count in chunks]
     assert said[-1].endswith("* connection closed\n")
@@ -679,7 +680,7 @@ def test_the_search_says_what_it_matches(admin_client: Client) -> None:
     for url in (SESSIONS, MESSAGES):
         content = admin_client.get(url).content.decode()
         assert 'id="searchbar_helptext"' in content, url
-        assert html.escape(sockmail_admin.SEARCH_HELP_TEXT) in content, url
+        assert html.escape(SEARCH_HELP_TEXT) in content, url
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_sockmail import admin as sockmail_admin
-from django_sockmail.admin import (
-    MESSAGE_FILTER,
-    RECIPIENT_LIMIT,
-    SESSION_RECIPIENT_LIMIT,
-    CappedCountPaginator,
-)
+from django_sockmail.admin import MESSAGE_FILTER, RECIPIENT_LIMIT, SESSION_RECIPIENT_LIMIT
+from django_sockmail.admin_pagination import CappedCountPaginator
 from django_sockmail.models import Message, Recipient, Session
 from tests.test_admin_scale import explain, fill, sockmail_sql
 from tests.test_recorder import STARTED
