@@ -33,7 +33,8 @@ from django_sockmail.smtp.client import (
 from django_sockmail.smtp.events import SessionListener, TLSInfo
 from django_sockmail.smtp.protocol import Capabilities
 from django_sockmail.smtp.replies import Reply
-from django_sockmail.transcript import CLIENT, FAILED, INFO, Line, Transcript
+from django_sockmail.transcript import CLIENT, FAILED, Transcript
+from django_sockmail.transcript_text import transcript_line
 
 PASSWORD_ENV = "SOCKMAIL_PROBE_PASSWORD"
 # RFC 5321 relay, RFC 6409 submission with STARTTLS, RFC 8314 implicit TLS.
@@ -82,17 +83,14 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
-def format_line(line: Line) -> str:
-    """A transcript line as the probe prints it: ``S: 250 OK``, ``* connected ...``,
-    with the control characters of the server's text escaped (:func:`printable`)."""
-    text = printable(line.text)
-    return f"* {text}" if line.direction == INFO else f"{line.direction}: {text}"
-
-
 class LiveTranscript(SessionListener):
     """Hands every event to a :class:`Transcript` and writes each line the transcript
     adds at once: what is printed is exactly what the audit log keeps, redactions
-    included, and it appears as the session goes, not when it ends."""
+    included, and it appears as the session goes, not when it ends.
+
+    A line is written as the transcript download writes it (``S: 250 OK``,
+    ``* connected ...``, the server's control characters escaped), without the time
+    offset, and the continuation lines of a multi-line text as they are."""
 
     def __init__(self, transcript: Transcript, write: Callable[[str], None]) -> None:
         self.transcript = transcript
@@ -102,7 +100,7 @@ class LiveTranscript(SessionListener):
     def _show_new_lines(self) -> None:
         lines = self.transcript.lines
         for line in lines[self._shown :]:
-            self._write(format_line(line))
+            self._write(transcript_line(None, line.direction, line.text, hanging_indent=False))
         self._shown = len(lines)
 
     def on_connecting(self, host: str, port: int) -> None:
