@@ -146,52 +146,9 @@ class Command(BaseCommand):
     stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "target",
-            metavar="HOST[:PORT]",
-            help="A host name, an IPv4 address or [IPv6]; the port defaults to 25, "
-            "587 with --starttls, 465 with --ssl.",
-        )
-        security = parser.add_mutually_exclusive_group()
-        security.add_argument(
-            "--starttls",
-            dest="use_tls",
-            action="store_true",
-            help="Upgrade to TLS with STARTTLS (RFC 3207); fail if the server does not.",
-        )
-        security.add_argument(
-            "--ssl",
-            dest="use_ssl",
-            action="store_true",
-            help="Implicit TLS from the first byte (RFC 8314).",
-        )
-        parser.add_argument(
-            "--auth",
-            metavar="USER",
-            help=f"Log in as USER. The password comes from the {PASSWORD_ENV} environment "
-            "variable, or else a prompt; never from the command line.",
-        )
-        parser.add_argument(
-            "--timeout",
-            type=float,
-            default=DEFAULT_TIMEOUT,
-            metavar="S",
-            help="Seconds to wait for the connection and for each reply "
-            f"(default {DEFAULT_TIMEOUT:g}).",
-        )
-        parser.add_argument(
-            "--ehlo",
-            metavar="NAME",
-            help="The name to give in EHLO (default: SOCKMAIL['LOCAL_HOSTNAME'], "
-            "else this machine's FQDN).",
-        )
-        parser.add_argument(
-            "--cafile",
-            metavar="PATH",
-            help="Trust only the CA certificates in this PEM file (default: "
-            "SOCKMAIL['SSL_CAFILE'], else the system trust store, so SSL_CERT_FILE "
-            "applies).",
-        )
+        # In the order that --help lists them.
+        _add_server_arguments(parser)
+        _add_session_arguments(parser)
         parser.add_argument(
             "--no-record",
             dest="no_record",
@@ -213,28 +170,10 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         # Everything is checked before connecting: a usage error opens no session.
-        if use_tls and use_ssl:
-            raise CommandError("--starttls and --ssl exclude each other.")
-        security: Security = "ssl" if use_ssl else "starttls" if use_tls else "none"
-        try:
-            host, port = parse_target(target, default_port(security))
-        except ValueError as exc:
-            raise CommandError(f"HOST[:PORT]: {exc}.") from None
-        if not timeout > 0:
-            raise CommandError(f"--timeout must be more than 0 seconds, not {timeout:g}.")
-        if ehlo is not None and not _is_token(ehlo):
-            raise CommandError(f"--ehlo {ehlo!r}: a name without spaces or control characters.")
-        if auth is not None and not (auth and auth.isprintable()):
-            raise CommandError(f"--auth {auth!r}: a user name without control characters.")
-        ssl_context = None
-        if cafile is not None and security == "none":
-            raise CommandError("--cafile needs --starttls or --ssl.")
-        cafile = cafile or conf.SSL_CAFILE  # trust what the backend trusts
-        if cafile is not None and security != "none":
-            try:
-                ssl_context = create_ssl_context(cafile=cafile)
-            except OSError as exc:  # missing, unreadable, or no certificate in it
-                raise CommandError(f"--cafile {cafile}: {exc}") from None
+        security = _security(use_tls, use_ssl)
+        host, port = _host_and_port(target, security)
+        _check_session_options(timeout, ehlo, auth)
+        ssl_context = _ssl_context(cafile, security)
         password = self._password(auth, host, options.get("stdin") or sys.stdin) if auth else ""
 
         transcript = Transcript(host=host, port=port, security=security)
@@ -249,6 +188,14 @@ class Command(BaseCommand):
             password=password,
             listener=LiveTranscript(transcript, self._write_live),
         )
+        error, recorded = self._converse(client, transcript, no_record)
+        self._conclude(client, transcript, auth, error, recorded)
+
+    def _converse(
+        self, client: SMTPClient, transcript: Transcript, no_record: bool
+    ) -> tuple[Exception | None, str]:
+        """Open the session and QUIT; the error that ended it, if any, and what became
+        of its record."""
         error: Exception | None = None
         try:
             try:
@@ -260,7 +207,18 @@ class Command(BaseCommand):
         finally:
             # Interrupted or not, the session is on the record.
             recorded = self._record(transcript, no_record)
+        return error, recorded
 
+    def _conclude(
+        self,
+        client: SMTPClient,
+        transcript: Transcript,
+        auth: str | None,
+        error: Exception | None,
+        recorded: str,
+    ) -> None:
+        """Below the live lines: what the session showed, the record, and the verdict."""
+        host, port = transcript.host, transcript.port
         self.stdout.write("")
         # After a failure, what was learnt up to it (capabilities, certificate) helps most.
         self._summary(transcript, client.capabilities, opened=error is None)
@@ -328,6 +286,96 @@ class Command(BaseCommand):
             self.stderr.write(message)
             return message
         return f"Recorded as session {session.pk} ({session.status})."
+
+
+def _add_server_arguments(parser: CommandParser) -> None:
+    """Which server, and how the connection is secured."""
+    parser.add_argument(
+        "target",
+        metavar="HOST[:PORT]",
+        help="A host name, an IPv4 address or [IPv6]; the port defaults to 25, "
+        "587 with --starttls, 465 with --ssl.",
+    )
+    security = parser.add_mutually_exclusive_group()
+    security.add_argument(
+        "--starttls",
+        dest="use_tls",
+        action="store_true",
+        help="Upgrade to TLS with STARTTLS (RFC 3207); fail if the server does not.",
+    )
+    security.add_argument(
+        "--ssl",
+        dest="use_ssl",
+        action="store_true",
+        help="Implicit TLS from the first byte (RFC 8314).",
+    )
+
+
+def _add_session_arguments(parser: CommandParser) -> None:
+    """How the session goes: the login, the waits, the EHLO name, whom to trust."""
+    parser.add_argument(
+        "--auth",
+        metavar="USER",
+        help=f"Log in as USER. The password comes from the {PASSWORD_ENV} environment "
+        "variable, or else a prompt; never from the command line.",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="Seconds to wait for the connection and for each reply "
+        f"(default {DEFAULT_TIMEOUT:g}).",
+    )
+    parser.add_argument(
+        "--ehlo",
+        metavar="NAME",
+        help="The name to give in EHLO (default: SOCKMAIL['LOCAL_HOSTNAME'], "
+        "else this machine's FQDN).",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="PATH",
+        help="Trust only the CA certificates in this PEM file (default: "
+        "SOCKMAIL['SSL_CAFILE'], else the system trust store, so SSL_CERT_FILE "
+        "applies).",
+    )
+
+
+def _security(use_tls: bool, use_ssl: bool) -> Security:
+    if use_tls and use_ssl:
+        raise CommandError("--starttls and --ssl exclude each other.")
+    return "ssl" if use_ssl else "starttls" if use_tls else "none"
+
+
+def _host_and_port(target: str, security: Security) -> tuple[str, int]:
+    try:
+        return parse_target(target, default_port(security))
+    except ValueError as exc:
+        raise CommandError(f"HOST[:PORT]: {exc}.") from None
+
+
+def _check_session_options(timeout: float, ehlo: str | None, auth: str | None) -> None:
+    if not timeout > 0:
+        raise CommandError(f"--timeout must be more than 0 seconds, not {timeout:g}.")
+    if ehlo is not None and not _is_token(ehlo):
+        raise CommandError(f"--ehlo {ehlo!r}: a name without spaces or control characters.")
+    if auth is not None and not (auth and auth.isprintable()):
+        raise CommandError(f"--auth {auth!r}: a user name without control characters.")
+
+
+def _ssl_context(cafile: str | None, security: Security) -> ssl.SSLContext | None:
+    """A context that trusts only ``cafile``, or else SOCKMAIL['SSL_CAFILE'] (what the
+    backend trusts); None for the client's default."""
+    if cafile is not None and security == "none":
+        raise CommandError("--cafile needs --starttls or --ssl.")
+    cafile = cafile or conf.SSL_CAFILE
+    if cafile is None or security == "none":
+        return None
+    try:
+        return create_ssl_context(cafile=cafile)
+    except OSError as exc:  # missing, unreadable, or no certificate in it
+        raise CommandError(f"--cafile {cafile}: {exc}") from None
 
 
 def _is_token(text: str) -> bool:
