@@ -62,13 +62,17 @@ def module_name(path: Path) -> str:
 
 def package_imports(path: Path, modules: set[str]) -> set[str]:
     """The package's modules ``path`` imports, at any depth (lazy imports in functions
-    too), but not under ``if TYPE_CHECKING:``, which never runs."""
+    too). Outside the client, not under ``if TYPE_CHECKING:``, which never runs; the
+    client's modules count those too: its layers import one way only, type hints
+    included."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    in_client = path.parent == SMTP
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        type_checking = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        if type_checking and not in_client:
             return
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""

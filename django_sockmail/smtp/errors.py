@@ -10,11 +10,11 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .replies import Reply
-    from .results import MessageOutcome
+# The errors carry replies and outcomes; neither imports the errors back.
+from .reply import Reply
+from .results import MessageOutcome
 
 
 class SMTPError(smtplib.SMTPException):

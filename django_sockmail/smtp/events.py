@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .replies import Reply
+from .reply import Reply
 
 
 @dataclass(frozen=True)

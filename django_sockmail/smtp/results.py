@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .replies import Reply
+from .reply import Reply
 
 SENT = "sent"  # every recipient accepted, content accepted
 PARTIAL = "partial"  # content accepted for some recipients, others refused
