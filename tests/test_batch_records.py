@@ -6,6 +6,7 @@ never offered as not sent, saying why."""
 from __future__ import annotations
 
 import email
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from django_sockmail.smtp.errors import (
     SMTPRecipientsRefused,
     SMTPServerDisconnected,
 )
+from tests import toolkit
 from tests.servers import (
     DROP,
     Address,
@@ -36,11 +38,8 @@ PIPELINING_EHLO = b"250-scripted.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCOD
 NEWLINE_SUBJECT = "Message 3\nBcc: everyone@example.org"  # a header injection Django refuses
 
 
-def batch(count: int) -> list[EmailMessage]:
-    return [
-        EmailMessage(f"Message {n}", "Body", SENDER, [f"to{n}@example.org"])
-        for n in range(1, count + 1)
-    ]
+# "Message 1", "Message 2", … from SENDER, each to its own recipient.
+batch = partial(toolkit.batch, first=1, subject="Message {n}", body="Body")
 
 
 def rows(session: Session | None = None) -> list[tuple[str, str, str]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email
 import smtplib
+from functools import partial
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail.models import Session
+from tests import toolkit
 from tests.faults import (
     EHLO_PIPELINING,
     HostileResponder,
@@ -34,11 +36,7 @@ pytestmark = pytest.mark.django_db
 EHLO_CHUNKING = b"250-refuses.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
 
 
-def batch(count: int, tag: str = "") -> list[EmailMessage]:
-    return [
-        EmailMessage(f"Message {tag}{n}", "Body", "from@example.com", [f"to{n}@example.com"])
-        for n in range(1, count + 1)
-    ]
+batch = partial(toolkit.batch, first=1, subject="Message {n}", body="Body", domain="example.com")
 
 
 def statuses(messages: list[EmailMessage]) -> list[str]:
@@ -52,7 +50,7 @@ def subjects(responder: RefusesBehindData) -> list[str]:
 def test_a_batch_completes_and_the_server_is_remembered(scripted: Scripted) -> None:
     responder = RefusesBehindData(pipelining=True)
     server = scripted(responder)
-    first, second = batch(5, "a"), batch(3, "b")
+    first, second = batch(5, subject="Message a{n}"), batch(3, subject="Message b{n}")
 
     assert backend_for(server).send_messages(first) == 5
     assert statuses(first) == ["sent"] * 5
@@ -140,10 +138,10 @@ def test_behind_bdat_last_the_next_transaction_stays_pipelined(scripted: Any) ->
     responder = RefusesBehindData({"EHLO": EHLO_CHUNKING}, pipelining=True)
     server = scripted(responder)
     with override_settings(SOCKMAIL={"CHUNKING": False}):
-        assert backend_for(server).send_messages(batch(2, "data")) == 2
+        assert backend_for(server).send_messages(batch(2, subject="Message data{n}")) == 2
     assert responder.refused  # learnt
 
-    assert backend_for(server).send_messages(batch(3, "bdat")) == 3
+    assert backend_for(server).send_messages(batch(3, subject="Message bdat{n}")) == 3
 
     session = Session.objects.order_by("id").last()
     assert session is not None

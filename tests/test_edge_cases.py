@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from django.utils.functional import lazy
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Message, Session
 from django_sockmail.smtp.errors import SMTPProtocolError
+from tests import toolkit
 from tests.servers import Conversation, SMTPServer, backend_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,8 +29,7 @@ def greet(c: Conversation, ehlo: bytes = EHLO) -> None:
     c.expect(b"EHLO", ehlo)
 
 
-def message(to: str = "to@example.org") -> EmailMessage:
-    return EmailMessage("s", "b", "from@example.org", [to])
+message = partial(toolkit.message, to="to@example.org")
 
 
 def test_content_sent_but_no_verdict_is_unknown_not_unsent(scripted: Any) -> None:

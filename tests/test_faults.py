@@ -25,6 +25,7 @@ import re
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -42,6 +43,7 @@ from django_sockmail.smtp.errors import (
     SMTPTimeoutError,
 )
 from django_sockmail.smtp.replies import MAX_LINE_LENGTH
+from tests import toolkit
 from tests.faults import (
     SMTP_SINK,
     Closing,
@@ -64,16 +66,8 @@ Messages = list[EmailMessage]
 # The batch, its outcome, and the retry.
 
 
-def batch(big: int | None = None) -> Messages:
-    """Three messages, "Message 1" to "Message 3", each to its own recipient; with
-    ``big`` that one (0-based) has a body of about 5.5 MB."""
-    messages = [
-        EmailMessage(f"Message {n}", "Body", SENDER, [f"to{n}@example.com"]) for n in (1, 2, 3)
-    ]
-    if big is not None:
-        # More than the kernel buffers on both sides hold (here up to 4 MiB to send).
-        messages[big].body = ("0123456789abcdef" * 4 + "\n") * 85_000
-    return messages
+# Three messages, "Message 1" to "Message 3", from SENDER, each to its own recipient.
+batch = partial(toolkit.batch, 3, first=1, subject="Message {n}", body="Body", domain="example.com")
 
 
 def statuses(messages: Messages) -> list[str]:
@@ -738,7 +732,10 @@ def test_a_server_that_stops_reading_the_content(
     server = hostile(scripted, pipelining, DATA=[b"354 End data with <CR><LF>.<CR><LF>\r\n", stop])
     # Small buffers on the server's side: the client's writes fill them quickly.
     server.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    messages = batch(big=1)
+    messages = batch()
+    # Message 2 of about 5.5 MB: more than the kernel buffers on both sides hold (here up
+    # to 4 MiB to send).
+    messages[1].body = ("0123456789abcdef" * 4 + "\n") * 85_000
 
     try:
         error = send(server, messages, timeout=TIMEOUT)

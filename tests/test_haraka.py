@@ -33,6 +33,7 @@ from tests.haraka import (
     unavailable,
 )
 from tests.servers import backend_for
+from tests.toolkit import message
 
 # Under CI the instance must run (a missing Haraka fails the tests, with the reason);
 # elsewhere a machine without it (no .haraka/, no node) skips them.
@@ -67,19 +68,20 @@ def haraka(haraka_instance: HarakaInstance) -> HarakaEndpoint:
     return haraka_instance.endpoint()
 
 
-def message(n: int) -> EmailMessage:
-    # A Message-ID of our own: the one Django would make is made anew at each rendering.
-    return EmailMessage(
-        f"message {n}",
-        f"Body of message {n}.\n",
-        SENDER,
-        [f"rcpt{n}@example.org"],
-        headers={"Message-ID": make_msgid(f"m{n}", domain="sockmail.test")},
-    )
-
-
 def batch(count: int) -> list[EmailMessage]:
-    return [message(n) for n in range(count)]
+    """Messages 0 to ``count - 1``, each with a Message-ID of our own: the one Django
+    would make is made anew at each rendering."""
+    return [
+        message(
+            n,
+            subject="message {n}",
+            body="Body of message {n}.\n",
+            sender=SENDER,
+            to="rcpt{n}@example.org",
+            headers={"Message-ID": make_msgid(f"m{n}", domain="sockmail.test")},
+        )
+        for n in range(count)
+    ]
 
 
 def message_ids(messages: Sequence[EmailMessage]) -> list[str]:

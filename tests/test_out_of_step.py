@@ -15,6 +15,7 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -22,12 +23,12 @@ from django.core.mail import EmailMessage
 
 from django_sockmail.models import Message, Session
 from django_sockmail.smtp.errors import SMTPOutOfStepError, SMTPProtocolError
+from tests import toolkit
 from tests.faults import Behaviour, HostileResponder
 from tests.servers import Conversation, Scripted, ScriptedServer, SMTPServer, backend_for
 
 pytestmark = pytest.mark.django_db
 
-SENDER = "from@example.com"
 GREETING = b"220 batch.test ESMTP\r\n"
 # PIPELINING and CHUNKING without enhanced status codes: no reply carries a subject,
 # so a reply too many shows only when it is left over.
@@ -37,11 +38,7 @@ EHLO_CHUNKING_ENHANCED = (
 )
 
 
-def batch(count: int = 4) -> list[EmailMessage]:
-    return [
-        EmailMessage(f"Message {n}", "Body", SENDER, [f"to{n}@example.com"])
-        for n in range(1, count + 1)
-    ]
+batch = partial(toolkit.batch, first=1, subject="Message {n}", body="Body", domain="example.com")
 
 
 def statuses(messages: list[EmailMessage]) -> list[str]:
@@ -121,7 +118,7 @@ def test_a_reply_too_many_with_chunking_leaves_every_verdict_unknown(server: Any
     commands = 4 * 3 + 3 + 1  # MAIL, RCPT, BDAT each; an RSET before 2-4; QUIT
     replies = [*bdat_batch_replies(b"250 Ok\r\n"), b"221 Bye\r\n"]
     smtp = server(BatchServer(EHLO_CHUNKING, commands, replies))
-    messages = batch()
+    messages = batch(4)
 
     with pytest.raises(SMTPOutOfStepError) as info:
         backend_for(smtp).send_messages(messages)
@@ -140,7 +137,7 @@ def test_a_reply_too_many_on_a_kept_connection_is_left_over(server: Any) -> None
     # Without QUIT behind the batch: every command has a reply, and one more is there.
     commands = 4 * 3 + 3
     smtp = server(BatchServer(EHLO_CHUNKING, commands, bdat_batch_replies(b"250 Ok\r\n")))
-    messages = batch()
+    messages = batch(4)
 
     with pytest.raises(SMTPOutOfStepError) as info, backend_for(smtp) as backend:
         backend.send_messages(messages)
@@ -158,7 +155,7 @@ def test_an_enhanced_code_that_cannot_answer_its_command_shows_the_shift_at_once
     surplus = b"250 2.1.0 Ok\r\n"
     replies = [r.replace(b"250 Ok", b"250 2.1.0 Ok", 1) for r in bdat_batch_replies(surplus)]
     smtp = server(BatchServer(EHLO_CHUNKING_ENHANCED, commands, [*replies, b"221 Bye\r\n"]))
-    messages = batch()
+    messages = batch(4)
 
     with pytest.raises(SMTPOutOfStepError) as info:
         backend_for(smtp).send_messages(messages)
@@ -221,7 +218,7 @@ def test_replies_in_step_stay_sent(server: Any) -> None:
     commands = 4 * 3 + 3 + 1
     replies = [*bdat_batch_replies(b""), b"221 Bye\r\n"]
     smtp = server(BatchServer(EHLO_CHUNKING, commands, replies))
-    messages = batch()
+    messages = batch(4)
 
     with pytest.raises(smtplib.SMTPDataError):  # message 1's content refused
         backend_for(smtp).send_messages(messages)

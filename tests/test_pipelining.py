@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ from django.test import override_settings
 
 from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPOutOfStepError
+from tests import toolkit
 from tests.servers import Conversation, Responder, backend_for
+from tests.toolkit import message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,14 +57,12 @@ def group_answering_server(refuse: set[bytes] = frozenset()) -> Any:  # type: ig
     return script
 
 
-def message(*to: str) -> EmailMessage:
-    return EmailMessage("s", "b", "from@example.org", list(to))
-
-
 def test_the_envelope_goes_in_one_group(scripted: Any) -> None:
     server = scripted(group_answering_server())
     backend = backend_for(server, timeout=3)
-    sent = backend.send_messages([message("a@example.org", "b@example.org"), message("c@x.org")])
+    sent = backend.send_messages(
+        [message(to=["a@example.org", "b@example.org"]), message(to="c@x.org")]
+    )
     assert sent == 2
     groups = server.conversations[0].groups
     assert groups[0] == [
@@ -77,7 +78,7 @@ def test_the_envelope_goes_in_one_group(scripted: Any) -> None:
 
 def test_each_recipient_gets_its_own_reply_from_a_group(scripted: Any) -> None:
     server = scripted(group_answering_server(refuse={b"<b@example.org>"}))
-    msg = message("a@example.org", "b@example.org", "c@example.org")
+    msg = message(to=["a@example.org", "b@example.org", "c@example.org"])
     assert backend_for(server, timeout=3).send_messages([msg]) == 1
     outcome = msg.sockmail_outcome  # type: ignore[attr-defined]
     assert [(r.address, r.accepted) for r in outcome.recipients] == [
@@ -92,7 +93,7 @@ def test_every_recipient_refused_in_a_group(scripted: Any) -> None:
     import smtplib
 
     server = scripted(group_answering_server(refuse={b"<a@example.org>"}))
-    first, second = message("a@example.org"), message("ok@example.org")
+    first, second = message(to="a@example.org"), message(to="ok@example.org")
     with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
         backend_for(server, timeout=3).send_messages([first, second])
     assert info.value.unsent_messages == [first, second]  # type: ignore[attr-defined]
@@ -110,7 +111,7 @@ def test_pipelining_can_be_turned_off(scripted: Any) -> None:
         override_settings(SOCKMAIL={"PIPELINING": False}),
         pytest.raises(smtplib.SMTPRecipientsRefused),
     ):
-        backend_for(server, timeout=3).send_messages([message("a@example.org")])
+        backend_for(server, timeout=3).send_messages([message(to="a@example.org")])
     responder.wait()
     verbs = [line.split(b" ")[0] for line in server.lines]
     assert b"RCPT" in verbs and b"DATA" not in verbs
@@ -155,7 +156,7 @@ def test_a_message_can_ask_for_delivery_status_notifications(scripted: Any) -> N
         c.expect(b"QUIT", b"221 bye\r\n")
 
     server = scripted(script)
-    msg = message("a@example.org")
+    msg = message(to="a@example.org")
     msg.sockmail_dsn = DSN(notify=("FAILURE", "DELAY"), ret="HDRS", envid="inv-7")  # type: ignore[attr-defined]
     assert backend_for(server, timeout=3).send_messages([msg]) == 1
     mail, rcpt = server.lines[1], server.lines[2]
@@ -188,7 +189,7 @@ def test_the_next_envelope_goes_out_before_the_verdict_on_the_content(scripted: 
         c.expect(b"QUIT", b"221 bye\r\n")
 
     server = scripted(script)
-    messages = [message(f"{n}@example.org") for n in range(3)]
+    messages = [message(to=f"{n}@example.org") for n in range(3)]
     assert backend_for(server, timeout=3).send_messages(messages) == 3
     assert [m.sockmail_outcome.queue_id for m in messages] == ["D0", "D1", "D2"]  # type: ignore[attr-defined]
     groups = server.conversations[0].groups
@@ -209,10 +210,10 @@ def test_a_call_starts_with_rset_only_after_one_that_may_have_left_a_transaction
         Responder({"EHLO": EHLO, "DATA": [b"354 go\r\n", b"554 5.3.0 not now\r\n", b"354 go\r\n"]})
     )
     with backend_for(server, timeout=3) as backend:
-        assert backend.send_messages([message("a@example.org")]) == 1
+        assert backend.send_messages([message(to="a@example.org")]) == 1
         with pytest.raises(smtplib.SMTPDataError):
-            backend.send_messages([message("b@example.org")])
-        assert backend.send_messages([message("c@example.org")]) == 1
+            backend.send_messages([message(to="b@example.org")])
+        assert backend.send_messages([message(to="c@example.org")]) == 1
     said = Session.objects.get().transcript_lines()
     commands = [line.text for line in said if line.direction == "C"]
     envelope = ["MAIL FROM:<from@example.org>", "RCPT TO:<{}@example.org>", "DATA"]
@@ -271,8 +272,7 @@ def statuses(messages: list[EmailMessage]) -> list[str]:
     return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
 
 
-def batch(count: int) -> list[EmailMessage]:
-    return [message(f"{n}@example.org") for n in range(count)]
+batch = partial(toolkit.batch, to="{n}@example.org")
 
 
 def test_with_chunking_a_whole_batch_goes_out_before_any_reply(scripted: Any) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import smtplib
 import threading
 from collections.abc import Callable
+from functools import partial
 
 import pytest
-from django.core.mail import EmailMessage
 
 from django_sockmail.models import Session
+from tests import toolkit
 from tests.servers import Conversation, Scripted, backend_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 EHLO = b"250-idle.test\r\n250 8BITMIME\r\n"
 
 
-def message(n: int) -> EmailMessage:
-    return EmailMessage(f"m{n}", "b", "from@example.org", [f"to{n}@example.org"])
+message = partial(toolkit.message, subject="m{n}")
 
 
 class Sessions:

@@ -26,16 +26,17 @@ recipient, whatever the server says:
 from __future__ import annotations
 
 import tracemalloc
+from functools import partial
 from typing import Any
 
 import pytest
-from django.core.mail import EmailMessage
 from django.db import models
 from django.test import override_settings
 
 from django_sockmail import recorder, transcript
 from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.smtp.replies import MAX_LINE_LENGTH, MAX_LINES, MAX_REPLY_SIZE
+from tests import toolkit
 from tests.faults import HostileResponder
 from tests.servers import Answer, Scripted, ScriptedServer, backend_for
 from tests.test_write_so_far import gapless
@@ -74,10 +75,7 @@ def long_replies(scripted: Scripted, lines: int, line_bytes: int) -> ScriptedSer
     return scripted(HostileResponder(answers, pipelining=True))
 
 
-def batch(count: int) -> list[EmailMessage]:
-    return [
-        EmailMessage(f"m{n}", "b", "from@example.org", [f"to{n}@example.org"]) for n in range(count)
-    ]
+batch = partial(toolkit.batch, subject="m{n}")
 
 
 def stored_bytes(session: Session) -> int:

@@ -10,17 +10,18 @@ import hmac
 import logging
 import smtplib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 import trustme
-from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session
 from django_sockmail.smtp import client as smtp_client
 from django_sockmail.smtp.errors import SMTPProtocolError
+from tests import toolkit
 from tests.servers import Conversation, SMTPServer, authenticator, backend_for, server_context
 from tests.test_auth import assert_no_secret_in_transcript, database_text, secret_forms
 
@@ -31,8 +32,7 @@ EHLO_AUTH = b"250-scripted.test\r\n250 AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2\r\n"
 CHALLENGE = base64.b64encode(b"<1896.697170952@scripted.test>")
 
 
-def message() -> EmailMessage:
-    return EmailMessage("s", "b", "from@example.org", ["to@example.org"])
+message = partial(toolkit.message, to="to@example.org")
 
 
 def tls_server(make_smtpd: Any, cert: trustme.LeafCert, **kwargs: Any) -> SMTPServer:

@@ -9,16 +9,18 @@ import smtplib
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from io import StringIO
 from typing import Any
 
 import pytest
 import trustme
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import get_connection
 from django.core.management import call_command
 from django.test import override_settings
 
 from django_sockmail.models import Session
+from tests import toolkit
 from tests.servers import (
     STALL,
     Answer,
@@ -42,8 +44,7 @@ def target(server: SMTPServer) -> str:
     return f"{server.host}:{server.port}"
 
 
-def message(n: int = 0) -> EmailMessage:
-    return EmailMessage("s", "line one\n.dotted\n", "from@example.org", [f"to{n}@example.org"])
+message = partial(toolkit.message, body="line one\n.dotted\n")
 
 
 def bdat_or_data(c: Conversation) -> None:

@@ -11,17 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import get_connection
 from django.test import override_settings
 
 from django_sockmail.models import Session
 from tests.servers import STALL, Conversation, Responder, Scripted, backend_for
+from tests.toolkit import message
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def message(n: int = 0) -> EmailMessage:
-    return EmailMessage("s", "b", "from@example.org", [f"to{n}@example.org"])
 
 
 def send_timing_out(server: Any, **kwargs: Any) -> tuple[smtplib.SMTPServerDisconnected, float]:

@@ -6,25 +6,22 @@ from __future__ import annotations
 
 import itertools
 import re
+from functools import partial
 from typing import Any
 
 import pytest
-from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from django_sockmail import recorder
 from django_sockmail.models import Message, Session
 from django_sockmail.transcript import Transcript
+from tests import toolkit
 from tests.servers import SMTPServer, backend_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def batch(count: int, start: int = 0) -> list[EmailMessage]:
-    return [
-        EmailMessage(f"m{n}", "b", "from@example.org", [f"to{n}@example.org"])
-        for n in range(start, start + count)
-    ]
+batch = partial(toolkit.batch, subject="m{n}")
 
 
 def rows() -> list[tuple[Any, ...]]:
