@@ -12,27 +12,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
-from .conf import (
-    DJANGO_HAS_MAILERS,
-    conf,
-    port_number,
-    require_app_installed,
-    timeout_seconds,
-    user_settings,
-)
+from .conf import MailConfig, conf, mail_config, require_app_installed
 from .rendering import render
 from .smtp.client import (
     Security,
     SMTPClient,
     Timeouts,
     create_ssl_context,
-    default_port,
     host_port,
 )
 from .smtp.envelope import Envelope, make_envelope
@@ -79,66 +69,38 @@ class EmailBackend(BaseEmailBackend):
         super().__init__(**kwargs)
         # Fail closed where no system check runs (gunicorn, uwsgi, Celery workers): a
         # switch that is not True or False (sockmail.E009), the audit log's tables
-        # (sockmail.E002), a port or timeout the socket would misread (sockmail.E010).
+        # (sockmail.E002); mail_config() refuses a port or timeout the socket would
+        # misread (sockmail.E010).
         conf.check_switches()
         require_app_installed()
         self.fail_silently = fail_silently
         # Django 6.1 passes the MAILERS alias, with OPTIONS as keyword arguments;
         # without one, the EMAIL_* settings fill in what was not given.
         self.alias: str | None = kwargs.get("alias")
-        if self.alias is None:
-            # Read as Django's own SMTP backend reads them. On Django 6.1 the EMAIL_*
-            # settings are deprecated, and a read through django.conf.settings from
-            # outside Django warns (RemovedInDjango2028Warning); Django's backend is
-            # exempt as Django's code. Django warns the user itself (for each EMAIL_*
-            # setting at startup, or on sending without MAILERS), so the backend that
-            # reads them must not warn again: the settings object behind the proxy
-            # does not. With MAILERS defined the proxy refuses them (AttributeError),
-            # for Django's backend too: read through it then.
-            email = user_settings()
-            if DJANGO_HAS_MAILERS and hasattr(email, "MAILERS"):
-                email = settings
-            self.host = host or email.EMAIL_HOST
-            self.port = port_number(port or email.EMAIL_PORT, _given("port", port or None))
-            self.username = email.EMAIL_HOST_USER if username is None else username
-            self.password = email.EMAIL_HOST_PASSWORD if password is None else password
-            self.use_tls = email.EMAIL_USE_TLS if use_tls is None else use_tls
-            self.use_ssl = email.EMAIL_USE_SSL if use_ssl is None else use_ssl
-            self.timeout = timeout_seconds(
-                email.EMAIL_TIMEOUT if timeout is None else timeout, _given("timeout", timeout)
-            )
-            self.ssl_keyfile = email.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
-            self.ssl_certfile = email.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
-            if self.use_ssl and self.use_tls:
-                raise ValueError(
-                    "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
-                    "one of those settings to True."
-                )
-        else:
-            self.use_tls, self.use_ssl = bool(use_tls), bool(use_ssl)
-            if not host:
-                raise _invalid_mailer("OPTIONS must define 'host'.", self.alias)
-            if self.use_ssl and self.use_tls:
-                raise _invalid_mailer(
-                    "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
-                    "Set at most one of them to True.",
-                    self.alias,
-                )
-            self.host = host
-            try:
-                security: Security = (
-                    "ssl" if self.use_ssl else "starttls" if self.use_tls else "none"
-                )
-                self.port = port_number(port or default_port(security), "OPTIONS['port']")
-                self.timeout = timeout_seconds(timeout, "OPTIONS['timeout']")
-            except ImproperlyConfigured as exc:
-                raise _invalid_mailer(str(exc), self.alias) from None
-            self.username, self.password = username or "", password or ""
-            self.ssl_keyfile, self.ssl_certfile = ssl_keyfile, ssl_certfile
+        given = {
+            "host": host,
+            "port": port,
+            "username": username,
+            "password": password,
+            "use_tls": use_tls,
+            "use_ssl": use_ssl,
+            "timeout": timeout,
+            "ssl_keyfile": ssl_keyfile,
+            "ssl_certfile": ssl_certfile,
+        }
+        self._configure(mail_config(self.alias, given))
         self.connection: SMTPClient | None = None
         self._call_expires: float | None = None  # the deadline of the call under way
         self._transcript: Transcript | None = None
         self._lock = threading.RLock()
+
+    def _configure(self, config: MailConfig) -> None:
+        """Take what to connect with, as Django's SMTP backend keeps it: in attributes."""
+        self.host, self.port = config.host, config.port
+        self.username, self.password = config.username, config.password
+        self.use_tls, self.use_ssl = config.use_tls, config.use_ssl
+        self.timeout = config.timeout
+        self.ssl_keyfile, self.ssl_certfile = config.ssl_keyfile, config.ssl_certfile
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {host_port(self.host, self.port)} user={self.username!r}>"
@@ -527,19 +489,6 @@ def _record(
         subject=str(message.subject),
         headers=header_block(content),
     )
-
-
-def _given(argument: str, value: object) -> str:
-    """How to name a port or timeout: the EMAIL_* setting it came from, or the argument
-    it was given as (None: not given)."""
-    return f"EMAIL_{argument.upper()}" if value is None else f"EmailBackend's {argument} argument"
-
-
-def _invalid_mailer(message: str, alias: str) -> Exception:
-    from django.core.mail import InvalidMailer  # type: ignore[attr-defined,unused-ignore]
-
-    error: Exception = InvalidMailer(message, alias=alias)
-    return error
 
 
 def _refusal(outcome: MessageOutcome) -> SMTPError:

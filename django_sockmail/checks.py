@@ -30,17 +30,18 @@ Only our backend's configuration is looked at: the EMAIL_* settings when
 EMAIL_BACKEND is :class:`django_sockmail.backend.EmailBackend` (or a subclass), and on
 Django 6.1 each MAILERS entry whose BACKEND is.
 
-The errors that would make a session go wrong (E001, E002, E009's switches, E010) are
-raised by the backend too, as ImproperlyConfigured when it is built: gunicorn, uwsgi
-and Celery workers never run the checks.
+Each SOCKMAIL value is checked by its key's validator in conf's table (E003, E005,
+E006, E009): the one ``conf`` reads it through, so a value reported here is refused
+there too, as ImproperlyConfigured. The errors that would make a session go wrong
+(E001, E002, E009's switches, E010) are raised by the backend when it is built:
+gunicorn, uwsgi and Celery workers never run the checks.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.apps import AppConfig
@@ -52,32 +53,21 @@ from django.utils.module_loading import import_string
 from .backend import EmailBackend
 from .conf import (
     DJANGO_HAS_MAILERS,
-    SWITCHES,
-    Settings,
+    MAIL_OPTIONS,
+    SETTINGS,
+    InvalidSetting,
+    Setting,
     app_installed_error,
-    conf,
+    configured_mailers,
     port_number,
-    timeout_seconds,
-    user_settings,
 )
-from .smtp.client import Security, default_port, is_loopback
+from .smtp.client import default_port, is_loopback
 from .smtp.protocol import MECHANISMS
-from .transcript import CONTENT_HEADERS, CONTENT_MODES
+from .transcript import CONTENT_MODES
 
 TAG = "sockmail"
 BACKEND = "django_sockmail.backend.EmailBackend"
 
-# The keys conf.Settings documents.
-KNOWN_KEYS = tuple(name for name, value in vars(Settings).items() if isinstance(value, property))
-
-# The option names of a MAILERS entry, as the EMAIL_* settings spell them.
-_EMAIL_SETTING = {
-    "host": "EMAIL_HOST",
-    "port": "EMAIL_PORT",
-    "timeout": "EMAIL_TIMEOUT",
-    "use_tls": "EMAIL_USE_TLS",
-    "use_ssl": "EMAIL_USE_SSL",
-}
 _IMPLICIT_TLS_PORT = default_port("ssl")  # RFC 8314
 _STARTTLS_PORTS = (25, 587)  # relay and submission: the server speaks first, in cleartext
 
@@ -114,16 +104,6 @@ def _is_ours(path: object) -> bool:
     return isinstance(backend, type) and issubclass(backend, EmailBackend)
 
 
-def _as_int(value: object) -> int | None:
-    """``value`` as int() reads it, None when it cannot (or is a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        return int(value)
-    except (ValueError, OverflowError):
-        return None
-
-
 def _valid_port(value: object) -> int | None:
     """``value`` as the backend reads a port, None when it refuses it (E010)."""
     try:
@@ -137,72 +117,45 @@ class Mailer:
     """One configuration of our backend: the EMAIL_* settings, or a MAILERS entry."""
 
     alias: str | None  # None: the EMAIL_* settings
-    host: str
-    port: int | None  # None when it is not a port (sockmail.E010 says so)
-    use_tls: bool
-    use_ssl: bool
-    # The port and timeout as given, for sockmail.E010.
-    given_port: object = None
-    timeout: object = None
+    options: Mapping[str, Any]  # as conf.completed_options() gives them
+
+    @property
+    def host(self) -> str:
+        return str(self.options["host"] or "")
+
+    @property
+    def port(self) -> int | None:
+        """None when it is not a port (sockmail.E010 says so)."""
+        return _valid_port(self.options["port"])
+
+    @property
+    def use_tls(self) -> bool:
+        return bool(self.options["use_tls"])
+
+    @property
+    def use_ssl(self) -> bool:
+        return bool(self.options["use_ssl"])
 
     def name(self, option: str) -> str:
         """How the settings spell ``option`` ("use_tls", "port", ...) here."""
         if self.alias is None:
-            return _EMAIL_SETTING[option]
+            return MAIL_OPTIONS[option].setting
         return f"MAILERS[{self.alias!r}]['OPTIONS'][{option!r}]"
 
 
 def our_mailers() -> list[Mailer]:
     """Each configuration our backend is used with, as the backend will read it."""
-    configured = user_settings()
-    if DJANGO_HAS_MAILERS and hasattr(configured, "MAILERS"):
-        return _mailers_entries(configured.MAILERS)
-    if not _is_ours(getattr(configured, "EMAIL_BACKEND", None)):
-        return []
-    port = getattr(configured, "EMAIL_PORT", None)
     return [
-        Mailer(
-            alias=None,
-            host=str(getattr(configured, "EMAIL_HOST", "") or ""),
-            port=_valid_port(port),
-            use_tls=bool(getattr(configured, "EMAIL_USE_TLS", False)),
-            use_ssl=bool(getattr(configured, "EMAIL_USE_SSL", False)),
-            given_port=port,
-            timeout=getattr(configured, "EMAIL_TIMEOUT", None),
-        )
+        Mailer(alias, options)
+        for alias, backend, options in configured_mailers(DJANGO_HAS_MAILERS)
+        if _is_ours(backend)
     ]
-
-
-def _mailers_entries(mailers: object) -> list[Mailer]:
-    found: list[Mailer] = []
-    if not isinstance(mailers, Mapping):
-        return found  # Django reports a malformed MAILERS itself
-    for alias, config in mailers.items():
-        if not isinstance(config, Mapping) or not _is_ours(config.get("BACKEND")):
-            continue
-        options = config.get("OPTIONS") or {}
-        if not isinstance(options, Mapping):
-            continue
-        use_tls, use_ssl = bool(options.get("use_tls")), bool(options.get("use_ssl"))
-        # The backend's default port for the security asked for.
-        security: Security = "ssl" if use_ssl else "starttls" if use_tls else "none"
-        given_port = options.get("port") or default_port(security)
-        host = str(options.get("host") or "")
-        timeout = options.get("timeout")
-        found.append(
-            Mailer(str(alias), host, _valid_port(given_port), use_tls, use_ssl, given_port, timeout)
-        )
-    return found
 
 
 def _is_loopback_host(host: str) -> bool:
     """Whether the host is this machine: a loopback address, or localhost (RFC 6761)."""
     name = host.strip().strip("[]").rstrip(".").lower()
     return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
-
-
-def _settings_key(key: str) -> str:
-    return f"SOCKMAIL[{key!r}]"
 
 
 # -- sockmail.E002: the app (conf.app_installed_error) ------------------------------
@@ -279,17 +232,16 @@ def check_connection_settings(
     """sockmail.E010: a port or a timeout the backend refuses when it is built."""
     messages: list[checks.CheckMessage] = []
     for mailer in our_mailers():
-        for option, value, validate, wanted in (
-            ("port", mailer.given_port, port_number, "a whole number from 1 to 65535"),
-            ("timeout", mailer.timeout, timeout_seconds, "a number of seconds, or None"),
-        ):
+        for name, option in MAIL_OPTIONS.items():
+            if option.validator is None:
+                continue
             try:
-                validate(value, mailer.name(option))
+                option.validator(mailer.options[name], mailer.name(name))
             except ImproperlyConfigured as error:
                 messages.append(
                     checks.Error(
                         f"{error}: the backend refuses to be built with it.",
-                        hint=f"Set {mailer.name(option)} to {wanted}.",
+                        hint=f"Set {mailer.name(name)} to {option.takes}.",
                         id="sockmail.E010",
                     )
                 )
@@ -302,7 +254,7 @@ def check_connection_settings(
 def check_tls_verification(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    key = _settings_key("DANGEROUSLY_SKIP_TLS_VERIFICATION")
+    key = SETTINGS["DANGEROUSLY_SKIP_TLS_VERIFICATION"].name
     # A value that is not a bool is sockmail.E009 (and refused by the backend).
     if _sockmail().get("DANGEROUSLY_SKIP_TLS_VERIFICATION", False) is not True:
         return []
@@ -322,7 +274,7 @@ def check_tls_verification(
 def check_cleartext_auth(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    key = _settings_key("ALLOW_CLEARTEXT_AUTH")
+    key = SETTINGS["ALLOW_CLEARTEXT_AUTH"].name
     if _sockmail().get("ALLOW_CLEARTEXT_AUTH", False) is not True:  # else E009
         return []
     messages: list[checks.CheckMessage] = []
@@ -363,87 +315,103 @@ def check_sockmail_setting(
         ]
     return [
         *_unknown_keys(value),
-        *_value_types(value),
-        *_store_content(value),
+        *_values(value),
         *_database(value),
-        *_auth(value),
+        *_auth_pairing(value),
     ]
 
 
 def _unknown_keys(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     for key in sockmail:
-        if key in KNOWN_KEYS:
+        if key in SETTINGS:
             continue
-        close = difflib.get_close_matches(str(key).upper(), KNOWN_KEYS, n=1)
+        close = difflib.get_close_matches(str(key).upper(), SETTINGS, n=1)
         hint = f"Did you mean {close[0]!r}? " if close else ""
         messages.append(
             checks.Warning(
                 f"SOCKMAIL has an unknown key {key!r}; it is ignored.",
-                hint=f"{hint}The keys are: {', '.join(KNOWN_KEYS)}.",
+                hint=f"{hint}The keys are: {', '.join(SETTINGS)}.",
                 id="sockmail.W004",
             )
         )
     return messages
 
 
-def _wrong_type(key: str, expected: str, value: object) -> checks.Error:
+def _values(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
+    """Each value given, through its key's validator (conf.Settings): what conf would
+    refuse to read, reported with the key's own id, sockmail.E009 unless it has one."""
+    messages: list[checks.CheckMessage] = []
+    for key, value in sockmail.items():
+        setting = SETTINGS.get(key)
+        if setting is None:
+            continue  # sockmail.W004
+        try:
+            setting.validate(value)
+        except InvalidSetting as error:
+            messages.append(_REFUSED.get(key, _wrong_value)(error))
+    return messages
+
+
+def _valid(setting: Setting[Any], sockmail: Mapping[Any, Any]) -> Any:
+    """The value ``conf`` reads for ``setting``, or its default when it would refuse it
+    (reported by _values)."""
+    try:
+        return setting.validate(sockmail.get(setting.key, setting.default))
+    except InvalidSetting:
+        return setting.validate(setting.default)
+
+
+def _wrong_value(error: InvalidSetting) -> checks.CheckMessage:
+    """sockmail.E009: a value its key does not take (a switch that is not True or False:
+    a string such as "False", from an environment variable, would count as true)."""
+    name = error.setting.name
     return checks.Error(
-        f"{_settings_key(key)} must be {expected}, not {value!r}.",
-        hint=f"Set {_settings_key(key)} to {expected}, or remove it for the default.",
+        str(error),
+        hint=f"Set {name} to {error.setting.takes}, or remove it for the default.",
         id="sockmail.E009",
     )
 
 
-def _value_types(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
-    messages: list[checks.CheckMessage] = []
-    if "CONTENT_MAX_BYTES" in sockmail:
-        value = sockmail["CONTENT_MAX_BYTES"]
-        if isinstance(value, bool) or _as_int(value) is None or int(value) < 0:
-            # A negative size would slice off the end of the message and keep the rest.
-            messages.append(_wrong_type("CONTENT_MAX_BYTES", "a whole number >= 0", value))
-    if sockmail.get("RETENTION") is not None:
-        value = sockmail["RETENTION"]
-        try:
-            age = value if isinstance(value, timedelta) else timedelta(days=float(value))
-        except (TypeError, ValueError, OverflowError):
-            age = None
-        if isinstance(value, bool) or age is None or age <= timedelta(0):
-            expected = "a number of days > 0 or a timedelta > 0"
-            messages.append(_wrong_type("RETENTION", expected, value))
-    for key in VALIDATED_ON_READING:
-        if key in sockmail:
-            try:
-                getattr(conf, key)
-            except ImproperlyConfigured as exc:  # what conf refuses, the check reports
-                messages.append(
-                    checks.Error(
-                        str(exc),
-                        hint=f"Fix {_settings_key(key)}, or remove it for the default.",
-                        id="sockmail.E009",
-                    )
-                )
-    return messages
-
-
-# The keys whose values conf.py checks as it reads them: a switch that is not True or
-# False (a string such as "False", from an environment variable, would count as true).
-VALIDATED_ON_READING = (*SWITCHES, "TIMEOUTS", "WRITE_EVERY")
-
-
-def _store_content(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
-    value = sockmail.get("STORE_CONTENT", CONTENT_HEADERS)
-    if value in CONTENT_MODES:
-        return []
+def _not_a_content_mode(error: InvalidSetting) -> checks.CheckMessage:
     modes = ", ".join(repr(mode) for mode in CONTENT_MODES)
-    return [
-        checks.Error(
-            f"SOCKMAIL['STORE_CONTENT'] is {value!r}, which is not a content mode; "
-            "every session would fail to record.",
-            hint=f"Use one of {modes} (or remove it for 'headers').",
-            id="sockmail.E003",
-        )
-    ]
+    return checks.Error(
+        f"SOCKMAIL['STORE_CONTENT'] is {error.value!r}, which is not a content mode; "
+        "every session would fail to record.",
+        hint=f"Use one of {modes} (or remove it for 'headers').",
+        id="sockmail.E003",
+    )
+
+
+def _not_a_mechanism(error: InvalidSetting) -> checks.CheckMessage:
+    return checks.Error(
+        f"SOCKMAIL['AUTH_MECHANISM'] is {error.value!r}, which is not an AUTH "
+        "mechanism django_sockmail speaks; every login would fail.",
+        hint=(
+            f"Use one of {', '.join(MECHANISMS)}, or remove it to use the "
+            "strongest the server offers."
+        ),
+        id="sockmail.E005",
+    )
+
+
+def _not_a_token_source(error: InvalidSetting) -> checks.CheckMessage:
+    return checks.Error(
+        f"{error}.",  # "cannot be imported (...)", "is not callable"
+        hint=(
+            "Set it to a function taking the username and returning an "
+            "access token, or to its dotted path ('myproject.mail.token')."
+        ),
+        id="sockmail.E006",
+    )
+
+
+# The keys whose refused values have an id of their own.
+_REFUSED: dict[str, Callable[[InvalidSetting], checks.CheckMessage]] = {
+    "STORE_CONTENT": _not_a_content_mode,
+    "AUTH_MECHANISM": _not_a_mechanism,
+    "OAUTH2_TOKEN": _not_a_token_source,
+}
 
 
 def _database(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
@@ -464,60 +432,27 @@ def _database(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
     ]
 
 
-def _auth(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
-    messages: list[checks.CheckMessage] = []
-    mechanism = sockmail.get("AUTH_MECHANISM") or ""
-    if not isinstance(mechanism, str) or mechanism.upper() not in ("", *MECHANISMS):
-        messages.append(
-            checks.Error(
-                f"SOCKMAIL['AUTH_MECHANISM'] is {mechanism!r}, which is not an AUTH "
-                "mechanism django_sockmail speaks; every login would fail.",
-                hint=(
-                    f"Use one of {', '.join(MECHANISMS)}, or remove it to use the "
-                    "strongest the server offers."
-                ),
-                id="sockmail.E005",
-            )
-        )
-        mechanism = ""
-    token_source = sockmail.get("OAUTH2_TOKEN")
-    if token_source is not None:
-        problem = ""
-        if isinstance(token_source, str):
-            try:
-                token_source = import_string(token_source)
-            except Exception as error:  # ImportError, or whatever the module raises
-                problem = f"cannot be imported ({error})"
-        if not problem and not callable(token_source):
-            problem = "is not callable"
-        if problem:
-            messages.append(
-                checks.Error(
-                    f"SOCKMAIL['OAUTH2_TOKEN'] {problem}.",
-                    hint=(
-                        "Set it to a function taking the username and returning an "
-                        "access token, or to its dotted path ('myproject.mail.token')."
-                    ),
-                    id="sockmail.E006",
-                )
-            )
-    if mechanism.upper() == "XOAUTH2" and token_source is None:
-        messages.append(
+def _auth_pairing(sockmail: Mapping[Any, Any]) -> list[checks.CheckMessage]:
+    """sockmail.E007: AUTH_MECHANISM and OAUTH2_TOKEN disagree."""
+    mechanism = _valid(SETTINGS["AUTH_MECHANISM"], sockmail).upper()
+    has_token = sockmail.get("OAUTH2_TOKEN") is not None
+    if mechanism == "XOAUTH2" and not has_token:
+        return [
             checks.Error(
                 "SOCKMAIL['AUTH_MECHANISM'] is 'XOAUTH2' but SOCKMAIL['OAUTH2_TOKEN'] is "
                 "not set: XOAUTH2 logs in with an access token, and there would be none.",
                 hint="Set SOCKMAIL['OAUTH2_TOKEN'], or pin a password mechanism.",
                 id="sockmail.E007",
             )
-        )
-    elif mechanism and mechanism.upper() != "XOAUTH2" and token_source is not None:
-        messages.append(
+        ]
+    if mechanism and mechanism != "XOAUTH2" and has_token:
+        return [
             checks.Error(
                 f"SOCKMAIL['OAUTH2_TOKEN'] is set but SOCKMAIL['AUTH_MECHANISM'] pins "
-                f"{mechanism.upper()!r}: the token would be fetched for every session and "
+                f"{mechanism!r}: the token would be fetched for every session and "
                 "never used, and the login would go by password.",
                 hint="Set AUTH_MECHANISM to 'XOAUTH2' (or remove it), or remove OAUTH2_TOKEN.",
                 id="sockmail.E007",
             )
-        )
-    return messages
+        ]
+    return []

@@ -18,7 +18,7 @@ from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from django_sockmail.conf import conf
+from django_sockmail.conf import InvalidSetting, conf
 from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 
 _AGE = re.compile(r"(-?\d+(?:\.\d+)?)([smhdw]?)")
@@ -132,9 +132,8 @@ def _age(older_than: str | None) -> timedelta:
     else:
         try:
             retention = conf.RETENTION
-        except (TypeError, ValueError) as error:
-            message = f"SOCKMAIL['RETENTION'] must be a number of days or a timedelta: {error}."
-            raise CommandError(message) from None
+        except InvalidSetting as error:  # names the setting, what it takes and what it got
+            raise CommandError(f"{error}.") from None
         if retention is None:
             # Deleting everything is never the default.
             raise CommandError(
