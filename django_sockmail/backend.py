@@ -286,68 +286,23 @@ class EmailBackend(BaseEmailBackend):
         verdict. Each message gets its record in the session, in the order given:
         one never offered (the session ended, the batch stopped, or it could not be
         rendered) as not sent, saying why."""
-        progress = _Progress(batch, self._keep)
-        handed: dict[int, tuple[int, Transaction]] = {}  # by id(): the position in batch
-        refusals: list[SMTPError] = []
-
-        def stopped() -> bool:
-            return bool(refusals) and not self.fail_silently
-
-        def transactions() -> Iterator[Transaction]:
-            for position, (message, envelope) in enumerate(batch):
-                if stopped():
-                    return
-                try:
-                    mime, content = render(message)
-                except Exception as exc:  # a newline in a header: the caller's to fix
-                    progress.unrendered = (position, exc)
-                    raise
-                try:
-                    transaction = client.prepare(envelope, content)
-                except SMTPError as exc:  # refused locally: too large, needs SMTPUTF8
-                    assert exc.outcome is not None
-                    progress.keep(position, _record(message, mime, content, exc.outcome))
-                    self._failed(message, exc.outcome, exc)
-                    refusals.append(exc)
-                    continue
-                message.sockmail_outcome = transaction.outcome  # type: ignore[attr-defined]
-                progress.rendered[position] = _record(message, mime, content, transaction.outcome)
-                handed[id(transaction)] = (position, transaction)
-                yield transaction
-
+        delivery = _Delivery(self, client, batch)
         try:
             for transaction in client.send_many(
-                transactions(), stop=stopped, quit_after=quit_after, expires=self._call_expires
+                delivery.transactions(),
+                stop=delivery.stopped,
+                quit_after=quit_after,
+                expires=self._call_expires,
             ):
-                position, _ = handed.pop(id(transaction))
-                message, outcome = batch[position][0], progress.keep(position).outcome
-                if outcome.taken:
-                    signals.send(signals.message_sent, type(self), message=message, outcome=outcome)
-                else:
-                    refusals.append(_refusal(outcome))
-                    self._failed(message, outcome, refusals[-1])
+                delivery.settle(transaction)
         except Exception as exc:
-            for position, transaction in handed.values():
-                if transaction.offered:  # settled by the client: unknown, failed, not sent
-                    record = progress.keep(position)
-                    if isinstance(exc, SMTPError):
-                        self._failed(batch[position][0], record.outcome, exc)
+            delivery.break_off(exc)
             if not client.is_open:
                 self.connection = None  # the session is over; close() records it
-            # An SMTPError from the client ended the session; anything else (a message
-            # that could not be rendered) stopped the batch.
-            ended = (
-                "the session ended first"
-                if isinstance(exc, SMTPError)
-                else "the batch stopped first"
-            )
-            progress.keep_unoffered(f"{ended}: {_described(exc)}")
             if not (isinstance(exc, SMTPError) and self.fail_silently):
                 raise
             return
-        if stopped():
-            progress.keep_unoffered(f"a message before it was refused: {_described(refusals[0])}")
-            raise refusals[0]
+        delivery.finish()
 
     def _failed(self, message: EmailMessage, outcome: MessageOutcome, error: SMTPError) -> None:
         signals.send(
@@ -397,6 +352,95 @@ class EmailBackend(BaseEmailBackend):
         from .recorder import record  # the models need the app registry ready
 
         record(transcript)
+
+
+@dataclass
+class _Delivery:
+    """One batch on its way through one client (EmailBackend._deliver): the messages
+    rendered as the client asks for them, each followed to its verdict."""
+
+    backend: EmailBackend
+    client: SMTPClient
+    batch: list[tuple[EmailMessage, Envelope]]
+    progress: _Progress = field(init=False)
+    # By id() of each transaction handed to the client: its position in the batch.
+    handed: dict[int, tuple[int, Transaction]] = field(default_factory=dict)
+    refusals: list[SMTPError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.progress = _Progress(self.batch, self.backend._keep)
+
+    def stopped(self) -> bool:
+        """A message was refused, which ends the batch (unless fail_silently)."""
+        return bool(self.refusals) and not self.backend.fail_silently
+
+    def transactions(self) -> Iterator[Transaction]:
+        for position, (message, envelope) in enumerate(self.batch):
+            if self.stopped():
+                return
+            transaction = self._prepare(position, message, envelope)
+            if transaction is not None:
+                self.handed[id(transaction)] = (position, transaction)
+                yield transaction
+
+    def _prepare(
+        self, position: int, message: EmailMessage, envelope: Envelope
+    ) -> Transaction | None:
+        """The message rendered, as a transaction; None when the client refuses it
+        before sending anything (too large, needs SMTPUTF8), which is kept as such."""
+        try:
+            mime, content = render(message)
+        except Exception as exc:  # a newline in a header: the caller's to fix
+            self.progress.unrendered = (position, exc)
+            raise
+        try:
+            transaction = self.client.prepare(envelope, content)
+        except SMTPError as exc:
+            assert exc.outcome is not None
+            self.progress.keep(position, _record(message, mime, content, exc.outcome))
+            self._refused(message, exc.outcome, exc)
+            return None
+        message.sockmail_outcome = transaction.outcome  # type: ignore[attr-defined]
+        self.progress.rendered[position] = _record(message, mime, content, transaction.outcome)
+        return transaction
+
+    def settle(self, transaction: Transaction) -> None:
+        """A transaction the client has settled: keep its record, and say how it went."""
+        position, _ = self.handed.pop(id(transaction))
+        message, outcome = self.batch[position][0], self.progress.keep(position).outcome
+        if outcome.taken:
+            sender = type(self.backend)
+            signals.send(signals.message_sent, sender, message=message, outcome=outcome)
+        else:
+            self._refused(message, outcome, _refusal(outcome))
+
+    def _refused(self, message: EmailMessage, outcome: MessageOutcome, error: SMTPError) -> None:
+        self.refusals.append(error)
+        self.backend._failed(message, outcome, error)
+
+    def break_off(self, exc: Exception) -> None:
+        """The batch ended with ``exc``: keep the records of the messages handed over
+        (settled by the client: unknown, failed, not sent), then of those never
+        offered."""
+        for position, transaction in self.handed.values():
+            if transaction.offered:
+                record = self.progress.keep(position)
+                if isinstance(exc, SMTPError):
+                    self.backend._failed(self.batch[position][0], record.outcome, exc)
+        # An SMTPError from the client ended the session; anything else (a message
+        # that could not be rendered) stopped the batch.
+        ended = (
+            "the session ended first" if isinstance(exc, SMTPError) else "the batch stopped first"
+        )
+        self.progress.keep_unoffered(f"{ended}: {_described(exc)}")
+
+    def finish(self) -> None:
+        """Every verdict is in: a refusal that stopped the batch is raised, once the
+        messages never offered are kept."""
+        if self.stopped():
+            first = self.refusals[0]
+            self.progress.keep_unoffered(f"a message before it was refused: {_described(first)}")
+            raise first
 
 
 @dataclass
