@@ -30,23 +30,19 @@ from django_sockmail.transcript import FAILED, Line, MessageRecord
 from django_sockmail.transcript_text import transcript_line
 from tests.servers import SMTPServer
 from tests.spies import decodes
-from tests.test_recorder import (
+from tests.toolkit import (
     CONVERSATION,
     STARTED,
+    lines_of,
     make_transcript,
     partly_refused_message,
+    recorded,
     sent_message,
 )
 
 pytestmark = pytest.mark.django_db
 
 HOSTILE = '<script>alert("x")</script>'
-
-
-def recorded(**overrides: object) -> Session:
-    session = record(make_transcript(**overrides))
-    assert session is not None
-    return session
 
 
 def other_session() -> Session:
@@ -69,12 +65,6 @@ def other_session() -> Session:
         lines=[Line(0.0, "S", "220 relay.example.com")],
         messages=[MessageRecord(outcome, message_id="<other@example.com>", subject="Invoice")],
     )
-
-
-def lines_of(conversation: list[tuple[str, str]]) -> list[Line]:
-    """``conversation``'s (direction, text) as transcript lines 12.5 ms apart, as
-    make_transcript() has CONVERSATION's."""
-    return [Line(i * 0.0125, d, text) for i, (d, text) in enumerate(conversation)]
 
 
 def recorded_in_parts(lines: list[Line], *, at: int) -> Session:

@@ -21,7 +21,7 @@ from django_sockmail.admin import MESSAGE_FILTER, RECIPIENT_LIMIT, SESSION_RECIP
 from django_sockmail.admin_pagination import CappedCountPaginator
 from django_sockmail.models import Message, Recipient, Session
 from tests.test_admin_scale import explain, fill, sockmail_sql
-from tests.test_recorder import STARTED
+from tests.toolkit import STARTED
 
 pytestmark = pytest.mark.django_db
 

@@ -29,7 +29,7 @@ from django_sockmail.models import (
     TextPatternIndex,
     TranscriptChunk,
 )
-from tests.test_recorder import STARTED
+from tests.toolkit import STARTED
 
 pytestmark = pytest.mark.django_db
 

@@ -17,6 +17,7 @@ from django.db import connection as db
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session, TranscriptChunk
 from tests.servers import USERS, MakeServer, SMTPServer, note_mail_from, replying_authenticator
+from tests.toolkit import client_commands
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -135,10 +136,6 @@ def assert_no_secret_stored(password: str) -> None:
     for form in secret_forms(password):
         assert form not in stored
     assert_no_secret_in_transcript(secret_forms(password))
-
-
-def client_commands(session: Session) -> list[str]:
-    return [line.text for line in session.transcript_lines() if line.direction == "C"]
 
 
 def auth_commands(session: Session) -> list[str]:

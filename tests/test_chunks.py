@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,8 +21,8 @@ from django_sockmail.models import Session, TranscriptChunk, TranscriptLine
 from django_sockmail.recorder import record, write_so_far
 from django_sockmail.transcript import Line, Transcript
 from tests.spies import decodes
+from tests.toolkit import STARTED, recorded
 
-STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 L = recorder.LINES_PER_CHUNK
 
 
@@ -34,11 +34,6 @@ def transcript_of(texts: list[str], direction: str = "S") -> Transcript:
         ended_at=STARTED + timedelta(seconds=5),
         lines=[Line(i * 0.001, direction, text) for i, text in enumerate(texts, start=1)],
     )
-
-
-def recorded(texts: list[str], direction: str = "S") -> Session:
-    assert record(transcript_of(texts, direction)) is not None
-    return Session.objects.latest("id")
 
 
 def chunks_of(session: Session) -> list[tuple[int, int]]:
@@ -71,7 +66,7 @@ def texts_by_chunk(session: Session) -> list[list[str]]:
 def test_a_chunk_holds_lines_per_chunk_lines(lines: int, expected: list[tuple[int, int]]) -> None:
     assert L == 1000
 
-    session = recorded([f"250-line {i}" for i in range(1, lines + 1)])
+    session = recorded(transcript_of([f"250-line {i}" for i in range(1, lines + 1)]))
 
     assert chunks_of(session) == expected
     assert session.line_count == lines
@@ -84,7 +79,7 @@ def test_a_chunk_holds_lines_per_chunk_lines(lines: int, expected: list[tuple[in
 
 @pytest.mark.django_db
 def test_a_transcript_without_lines_has_no_chunk() -> None:
-    session = recorded([])
+    session = recorded(transcript_of([]))
 
     assert (session.line_count, chunks_of(session)) == (0, [])
     assert session.transcript_lines() == []
@@ -103,7 +98,7 @@ def test_long_lines_go_fewer_to_a_chunk(monkeypatch: pytest.MonkeyPatch) -> None
     sizes = [300, 300, 300, 300, 2500, 10, 990, 11, 1000, 1, 1, 999, 1]
     texts = [chr(ord("a") + i) * size for i, size in enumerate(sizes)]
 
-    session = recorded(texts, "D")
+    session = recorded(transcript_of(texts, "D"))
 
     # Each chunk takes lines while their text fits in the limit; a line longer than the
     # limit is a chunk of its own; a line exactly at the limit fills one.
@@ -136,7 +131,7 @@ def test_full_content_lines_of_hundreds_of_kilobytes() -> None:
     assert len(texts) == 26 and 399_000 < len(texts[3]) < 400_000
 
     with CaptureQueriesContext(connection) as captured:
-        session = recorded(texts, "D")
+        session = recorded(transcript_of(texts, "D"))
 
     # Two contents (800 kB) fit in a MiB, a third does not; the 1.1 MB line is alone.
     assert texts_by_chunk(session) == [
@@ -166,7 +161,7 @@ def decoded_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 @pytest.mark.django_db
 def test_reading_from_the_middle_of_a_later_chunk(decoded_chunks: list[int]) -> None:
-    session = recorded([f"line {i}" for i in range(1, 2501)])
+    session = recorded(transcript_of([f"line {i}" for i in range(1, 2501)]))
     assert chunks_of(session) == [(1, 1000), (1001, 1000), (2001, 500)]
     decoded_chunks.clear()
 
@@ -194,7 +189,7 @@ def test_reading_from_the_middle_of_a_later_chunk(decoded_chunks: list[int]) -> 
     assert [line.seq for line in session.iter_transcript_lines(after=1700)][:2] == [1701, 1702]
     assert decoded_chunks == [1001, 2001]
     # The lines of another session are not read, in whatever order they were written.
-    other = recorded(["other 1", "other 2"])
+    other = recorded(transcript_of(["other 1", "other 2"]))
     assert [line.text for line in other.transcript_lines()] == ["other 1", "other 2"]
     assert seqs(after=2498) == [2499, 2500]
 
@@ -244,14 +239,14 @@ HARD_TEXTS = [
 def test_any_text_comes_back_exactly() -> None:
     # JSON escapes NUL as \u0000, which every database stores: a NUL from the wire now
     # reads back as a NUL (the rows of before held U+FFFD instead).
-    session = recorded(HARD_TEXTS)
+    session = recorded(transcript_of(HARD_TEXTS))
 
     lines = session.transcript_lines()
     assert [line.text for line in lines] == HARD_TEXTS
     assert [line.direction for line in lines] == ["S"] * len(HARD_TEXTS)
     assert "\x00" not in session.chunks.get().lines
     # And across a chunk boundary, read from the middle.
-    session = recorded([text for _ in range(80) for text in HARD_TEXTS])
+    session = recorded(transcript_of([text for _ in range(80) for text in HARD_TEXTS]))
     assert len(chunks_of(session)) == 2
     after = L - 3
     assert [line.text for line in session.transcript_lines(after=after, limit=6)] == [
@@ -420,7 +415,7 @@ def test_migrating_back_stores_a_nul_as_the_line_rows_always_did() -> None:
     # A chunk keeps a NUL from the wire (JSON escapes it); a line row never held one
     # (the recorder wrote U+FFFD for it on every database, and PostgreSQL refuses NUL
     # in text), so going back to 0006 must not fail, nor bring back a NUL.
-    session = recorded(["220 evil\x00server", "250 ok"])
+    session = recorded(transcript_of(["220 evil\x00server", "250 ok"]))
     try:
         old = migrate_to(BEFORE)
         OldLine = old.get_model(APP, "TranscriptLine")

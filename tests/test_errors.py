@@ -27,6 +27,7 @@ from tests.servers import (
     free_port,
     note_mail_from,
 )
+from tests.toolkit import client_commands, server_lines, transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,18 +50,6 @@ def send(target: Target, recipients: list[str] | None = None, **kwargs: Any) -> 
         recipients or ["to@example.com"],
         connection=backend_for(target, **kwargs),
     )
-
-
-def transcript(session: Session) -> list[tuple[str, str]]:
-    return [(line.direction, line.text) for line in session.transcript_lines()]
-
-
-def client_commands(session: Session) -> list[str]:
-    return [text for direction, text in transcript(session) if direction == "C"]
-
-
-def server_lines(session: Session) -> list[str]:
-    return [text for direction, text in transcript(session) if direction == "S"]
 
 
 @pytest.fixture

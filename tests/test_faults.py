@@ -54,6 +54,7 @@ from tests.faults import (
     StopReading,
 )
 from tests.servers import Address, Answer, Scripted, ScriptedServer, SMTPServer, backend_for
+from tests.toolkit import session_at
 
 pytestmark = pytest.mark.django_db
 
@@ -106,10 +107,6 @@ def check_batch(
 
 
 # The record.
-
-
-def recorded(server: Address) -> Session:
-    return Session.objects.get(host=server.host, port=server.port)
 
 
 def _line(direction: str, text: str) -> str:
@@ -325,7 +322,7 @@ def test_smtp_sink_refusing_a_command(
     else:
         assert isinstance(error, (SMTPSenderRefused, SMTPDataError))
         assert (error.smtp_code, error.smtp_error) == (code, reply[4:].encode())
-    session = recorded(server)
+    session = session_at(server)
     assert not offers_pipelining(session)  # -f and -r imply -p
     expected_wire = [f"S: {reply}" if line == "REFUSAL" else line for line in expected_wire]
     assert wire(session) == [*expected_wire, "C: QUIT", "S: 221 Bye"]
@@ -400,7 +397,7 @@ def test_smtp_sink_disconnecting_after_a_command(
     assert isinstance(error, smtplib.SMTPServerDisconnected)
     assert not isinstance(error, TimeoutError)
     assert error.reply is None and not error.is_transient
-    session = recorded(server)
+    session = session_at(server)
     assert offers_pipelining(session) is pipelining
     assert wire(session) == DROPPED_AT[command][0 if pipelining else 1]
     check_failed_session(session, error)
@@ -473,7 +470,7 @@ def test_smtp_sink_closing_with_421_after_a_command(
 
     assert type(error) is SMTPServerDisconnected
     assert error.reply is not None and error.reply.code == 421 and error.is_transient
-    session = recorded(server)
+    session = session_at(server)
     assert wire(session) == CLOSED_AT[command][0 if pipelining else 1]
     check_failed_session(session, error)
     rows: list[Row]
@@ -506,7 +503,7 @@ def test_smtp_sink_slow_data_times_out(
 
     assert type(error) is SMTPTimeoutError
     assert isinstance(error, smtplib.SMTPServerDisconnected) and isinstance(error, TimeoutError)
-    session = recorded(server)
+    session = session_at(server)
     check_failed_session(session, error)
     assert "timed out" in session.error.lower()
     assert TIMEOUT <= waited(session) < TIMEOUT + GRACE
@@ -581,7 +578,7 @@ def test_garbage_instead_of_a_reply(
 
     assert type(error) is SMTPProtocolError
     assert str(error).startswith(("malformed reply code: ", "malformed reply line: "))
-    session = recorded(server)
+    session = session_at(server)
     assert wire(session) == (mail() if pipelining else [f"C: MAIL FROM:<{SENDER}>"])
     check_failed_session(session, error)
     assert stored(session) == [("Message 1", "not_sent", None, "")]
@@ -606,7 +603,7 @@ def test_garbage_right_behind_a_good_reply(
     # At once: a client that waited for more would give up with SMTPTimeoutError.
     assert type(error) is SMTPProtocolError
     assert str(error) == "malformed reply code: b'hello'"
-    session = recorded(server)
+    session = session_at(server)
     # One by one the client sees it before it sends MAIL; pipelined, MAIL went out.
     assert wire(session) == MESSAGE_1[pipelining][: None if pipelining else -1]
     check_failed_session(session, error)
@@ -631,7 +628,7 @@ def test_a_half_reply_then_silence_times_out(
 
     assert type(error) is SMTPTimeoutError
     assert isinstance(error, smtplib.SMTPServerDisconnected) and isinstance(error, TimeoutError)
-    session = recorded(server)
+    session = session_at(server)
     assert TIMEOUT <= waited(session) < TIMEOUT + GRACE
     # Half a reply is no reply: nothing of it is in the transcript.
     assert wire(session) == MESSAGE_1[pipelining]
@@ -655,7 +652,7 @@ def test_a_half_reply_then_close(scripted: Scripted, good: SMTPServer, pipelinin
 
     assert type(error) is SMTPServerDisconnected
     assert not isinstance(error, TimeoutError)
-    session = recorded(server)
+    session = session_at(server)
     expected_wire = [said.replace("SCRIPTED1", "Q1") for said in MESSAGE_2_CONTENT[pipelining]]
     assert wire(session) == expected_wire
     check_failed_session(session, error)
@@ -689,7 +686,7 @@ def test_an_endless_multi_line_reply_stops_at_the_limits(
     assert str(error) == "reply too large"
     # The client stopped at its limits, long before the server would have run out.
     assert endless.sent < endless.limit
-    session = recorded(server)
+    session = session_at(server)
     assert wire(session) == MESSAGE_1[pipelining]  # none of its lines
     check_failed_session(session, error)
     check_batch(messages, error, ["sent", "not_sent", "not_sent"], good)
@@ -717,7 +714,7 @@ def test_an_over_long_line_as_the_verdict(
     assert str(error) == "reply line too long"
     if isinstance(line, Endless):
         assert line.sent < line.limit
-    session = recorded(server)
+    session = session_at(server)
     expected_wire = [said.replace("SCRIPTED1", "Q1") for said in MESSAGE_2_CONTENT[pipelining]]
     assert wire(session) == expected_wire
     check_failed_session(session, error)
@@ -747,7 +744,7 @@ def test_a_server_that_stops_reading_the_content(
     assert "sending" in str(error)  # stuck writing, not waiting for a reply
     outcome = messages[1].sockmail_outcome  # type: ignore[attr-defined]
     assert len(stop.taken) == 65536 < outcome.size
-    session = recorded(server)
+    session = session_at(server)
     # Message 2's content was queued (so it is in the transcript) but never all
     # written: the server cannot have taken it. Not "unknown": it goes in the retry.
     expected_wire = MESSAGE_2_CONTENT[pipelining]
@@ -775,7 +772,7 @@ def test_a_reply_before_any_command(scripted: Scripted, good: SMTPServer) -> Non
 
     assert type(error) is SMTPOutOfStepError
     assert str(error) == "The server sent a reply to no command"
-    session = recorded(server)
+    session = session_at(server)
     assert wire(session) == ["S: 220 hostile.test ESMTP", "S: 250 2.0.0 Ok, before you ask"]
     check_failed_session(session, error)
     assert stored(session) == []
@@ -806,7 +803,7 @@ def test_a_reply_to_no_command_mid_batch(
     else:  # seen at once, before Message 2's MAIL goes out
         assert str(error) == "The server sent a reply to no command: 250 2.0.0 Ok, and again"
     check_batch(messages, error, ["unknown", "not_sent", "not_sent"], good)
-    session = recorded(server)
+    session = session_at(server)
     check_failed_session(session, error)
     assert stored(session)[0] == ("Message 1", "unknown", None, "")
     if not pipelining:
@@ -830,7 +827,7 @@ def test_a_421_answering_the_content_mid_batch(
 
     assert type(error) is SMTPServerDisconnected
     assert error.reply is not None and error.reply.code == 421 and error.is_transient
-    session = recorded(server)
+    session = session_at(server)
     expected_wire = [said.replace("SCRIPTED1", "Q1") for said in MESSAGE_2_CONTENT[pipelining]]
     assert wire(session) == [*expected_wire, "S: 421 4.3.2 Service shutting down"]
     check_failed_session(session, error)
@@ -853,7 +850,7 @@ def test_a_421_answering_a_recipient_mid_batch(
 
     assert type(error) is SMTPServerDisconnected
     assert error.reply is not None and error.reply.code == 421 and error.is_transient
-    session = recorded(server)
+    session = session_at(server)
     check_failed_session(session, error)
     expected_wire = {
         False: [*MESSAGE_1[False], "S: 250 2.1.0 Ok", "C: RCPT TO:<to2@example.com>"],

@@ -26,6 +26,7 @@ from django_sockmail.smtp.errors import SMTPOutOfStepError, SMTPProtocolError
 from tests import toolkit
 from tests.faults import Behaviour, HostileResponder
 from tests.servers import Conversation, Scripted, ScriptedServer, SMTPServer, backend_for
+from tests.toolkit import session_at
 
 pytestmark = pytest.mark.django_db
 
@@ -46,14 +47,12 @@ def statuses(messages: list[EmailMessage]) -> list[str]:
 
 
 def stored(server: Any) -> list[tuple[str, str]]:
-    session = Session.objects.get(host=server.host, port=server.port)
-    rows = Message.objects.filter(session=session).order_by("position")
+    rows = Message.objects.filter(session=session_at(server)).order_by("position")
     return list(rows.values_list("subject", "status"))
 
 
 def wire(server: Any) -> list[str]:
-    session = Session.objects.get(host=server.host, port=server.port)
-    return [f"{line.direction}: {line.text}" for line in session.transcript_lines()]
+    return [f"{line.direction}: {line.text}" for line in session_at(server).transcript_lines()]
 
 
 class BatchServer:

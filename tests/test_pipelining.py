@@ -17,7 +17,7 @@ from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPOutOfStepError
 from tests import toolkit
 from tests.servers import Conversation, Responder, backend_for
-from tests.toolkit import message
+from tests.toolkit import message, transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -556,10 +556,6 @@ def verdict_first(c: Conversation, verdict: bytes) -> None:
     c.expect(b"QUIT", b"221 2.0.0 Bye\r\n")
 
 
-def wire(session: Session) -> list[tuple[str, str]]:
-    return [(line.direction, line.text) for line in session.transcript_lines()]
-
-
 def test_a_batch_on_its_own_connection_says_quit_with_the_last_content(scripted: Any) -> None:
     server = scripted(holding_server(3, quit_first(b"221 2.0.0 Bye\r\n")))
     messages = batch(3)
@@ -574,7 +570,7 @@ def test_a_batch_on_its_own_connection_says_quit_with_the_last_content(scripted:
     assert server.lines.count(b"QUIT") == 1
     session = Session.objects.get()
     assert session.status == "ok" and session.error == "" and session.sent_count == 3
-    said = wire(session)
+    said = transcript(session)
     assert said[-5][0] == "D"  # the last message's content
     assert said[-4:] == [
         ("C", "QUIT"),
@@ -598,7 +594,7 @@ def test_a_kept_connection_says_quit_on_its_own_when_closed(scripted: Any) -> No
     assert chunks(server)[-1] == b"QUIT\r\n" and chunks(server)[-2].endswith(b"\r\n.\r\n")
     session = Session.objects.get()
     assert session.status == "ok" and session.sent_count == 3
-    said = wire(session)
+    said = transcript(session)
     assert said[-5][0] == "D"
     assert said[-4:] == [
         ("S", "250 2.0.0 queued as D2"),
@@ -633,7 +629,7 @@ def test_with_chunking_quit_goes_out_with_the_last_bdat(scripted: Any) -> None:
     assert last.endswith(bdat + b"\r\n" + content + b"QUIT\r\n")
     session = Session.objects.get()
     assert session.status == "ok" and session.error == "" and session.sent_count == 3
-    said = wire(session)
+    said = transcript(session)
     quit_at = said.index(("C", "QUIT"))
     assert said[quit_at - 2] == ("C", bdat.decode()) and said[quit_at - 1][0] == "D"
     # Every reply came after QUIT: 3 for the first message, 4 (with RSET) for the others.
@@ -653,7 +649,7 @@ def test_a_server_that_hangs_up_instead_of_answering_quit(scripted: Any) -> None
     assert statuses(messages) == ["sent", "sent", "sent"]
     session = Session.objects.get()
     assert session.status == "ok" and session.error == "" and session.sent_count == 3
-    said = wire(session)
+    said = transcript(session)
     assert said[-3:] == [
         ("C", "QUIT"),
         ("S", "250 2.0.0 queued as D2"),
@@ -692,7 +688,7 @@ def test_a_421_answering_quit_puts_the_last_verdict_in_doubt(scripted: Any) -> N
     assert list(info.value.unknown_messages) == messages[2:]
     session = Session.objects.get()
     assert session.status == "failed" and session.sent_count == 2
-    assert wire(session)[-4:] == [
+    assert transcript(session)[-4:] == [
         ("S", "250 2.0.0 queued as D2"),
         ("S", "421 4.3.2 shutting down"),
         ("*", f"error: SMTPOutOfStepError: {info.value}"),
@@ -714,7 +710,7 @@ def test_garbage_answering_quit_is_recorded_but_every_message_stays_sent(
     assert session.sent_count == 3
     stored = list(session.messages.order_by("id").values_list("status", flat=True))
     assert stored == ["sent", "sent", "sent"]
-    assert wire(session)[-3:] == [
+    assert transcript(session)[-3:] == [
         ("S", "250 2.0.0 queued as D2"),
         ("*", f"error: {error}"),
         ("*", "connection closed"),
@@ -759,7 +755,7 @@ def test_a_refusal_that_stops_the_batch_still_ends_with_quit(scripted: Any) -> N
     session = Session.objects.get()
     assert session.status == "ok" and session.error == ""
     assert [m.status for m in session.messages.order_by("id")] == ["sent", "failed", "not_sent"]
-    assert wire(session)[-3:] == [
+    assert transcript(session)[-3:] == [
         ("C", "QUIT"),
         ("S", "221 bye"),
         ("*", "connection closed"),
@@ -798,7 +794,7 @@ def test_with_chunking_a_refusal_mid_batch_has_quit_behind_what_was_in_flight(
     assert server.lines[-1] == b"QUIT" and server.lines.count(b"QUIT") == 1
     session = Session.objects.get()
     assert session.status == "ok" and session.sent_count == 2
-    assert wire(session)[-2:] == [("S", "221 2.0.0 Bye"), ("*", "connection closed")]
+    assert transcript(session)[-2:] == [("S", "221 2.0.0 Bye"), ("*", "connection closed")]
 
 
 # A 421 as the last message's verdict closes the session while that message is still in

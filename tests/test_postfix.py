@@ -27,6 +27,7 @@ from django_sockmail.rendering import render
 from django_sockmail.smtp.data import normalize_line_endings
 from tests.postfix import PREPENDED_HEADERS, Delivered, PostfixInstance, unavailable
 from tests.servers import backend_for
+from tests.toolkit import client_commands, server_lines
 
 # Under CI the instance must run (a missing Postfix fails the tests, with the reason);
 # elsewhere a machine without Postfix, or without root to start it, skips them.
@@ -136,14 +137,6 @@ def send(postfix: Any, messages: list[EmailMessage], **kwargs: Any) -> int:
     with override_settings(SOCKMAIL=settings):
         sent: int = backend_for(postfix, **kwargs).send_messages(messages)
     return sent
-
-
-def client_commands(session: Session) -> list[str]:
-    return [line.text for line in session.transcript_lines() if line.direction == "C"]
-
-
-def server_lines(session: Session) -> list[str]:
-    return [line.text for line in session.transcript_lines() if line.direction == "S"]
 
 
 @pytest.mark.parametrize("chunking", [True, False], ids=["BDAT", "DATA"])

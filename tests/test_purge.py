@@ -18,9 +18,8 @@ from pytest_django import DjangoAssertNumQueries
 from django_sockmail import recorder
 from django_sockmail.management.commands import sockmail_purge
 from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
-from django_sockmail.recorder import record
 from django_sockmail.transcript import Line
-from tests.test_recorder import CONVERSATION, make_transcript, sent_message
+from tests.toolkit import CONVERSATION, recorded, sent_message
 
 pytestmark = pytest.mark.django_db
 
@@ -33,11 +32,9 @@ def frozen_now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(django_timezone, "now", lambda: NOW)
 
 
-def recorded(age: timedelta, **overrides: Any) -> Session:
-    """A session like the recorder's example one, started ``age`` before NOW."""
-    session = record(make_transcript(started_at=NOW - age, ended_at=None, **overrides))
-    assert session is not None
-    return session
+def recorded_ago(age: timedelta, **overrides: Any) -> Session:
+    """The toolkit's example session, started ``age`` before NOW (and never ended)."""
+    return recorded(started_at=NOW - age, ended_at=None, **overrides)
 
 
 def purge(*args: str, **options: Any) -> str:
@@ -63,9 +60,9 @@ def chunks_of(*sessions: Session) -> set[int]:
 
 
 def test_old_sessions_go_with_their_children_and_newer_ones_stay_whole() -> None:
-    old = [recorded(timedelta(days=40)), recorded(timedelta(days=31))]
-    at_cutoff = recorded(timedelta(days=30))
-    new = recorded(timedelta(days=1))
+    old = [recorded_ago(timedelta(days=40)), recorded_ago(timedelta(days=31))]
+    at_cutoff = recorded_ago(timedelta(days=30))
+    new = recorded_ago(timedelta(days=1))
     kept_chunks = chunks_of(at_cutoff, new)
     assert len(chunks_of(*old)) == len(kept_chunks) == 2  # a short transcript: a chunk
     assert rows() == (4, 8, 12, 4, 4 * LINES)
@@ -92,7 +89,7 @@ def test_old_sessions_go_with_their_children_and_newer_ones_stay_whole() -> None
 
 def test_the_report_counts_in_thousands_and_says_one_session() -> None:
     lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(1200)]
-    recorded(timedelta(days=40), lines=lines, messages=[sent_message()])
+    recorded_ago(timedelta(days=40), lines=lines, messages=[sent_message()])
     assert rows() == (1, 1, 1, 2, 1200)  # the lines in two chunks: 1,200 counted, not 2
 
     output = purge("--older-than=30d")
@@ -105,7 +102,7 @@ def test_the_report_counts_in_thousands_and_says_one_session() -> None:
 
 
 def test_dry_run_counts_and_deletes_nothing() -> None:
-    sessions = [recorded(timedelta(days=days)) for days in (40, 35, 1)]
+    sessions = [recorded_ago(timedelta(days=days)) for days in (40, 35, 1)]
     chunks = chunks_of(*sessions)
 
     output = purge("--older-than", "30d", "--dry-run")
@@ -120,8 +117,8 @@ def test_dry_run_counts_and_deletes_nothing() -> None:
 
 def test_dry_run_counts_the_lines_not_the_chunks() -> None:
     lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(2500)]
-    recorded(timedelta(days=40), lines=lines, messages=[sent_message()])
-    recorded(timedelta(days=35))
+    recorded_ago(timedelta(days=40), lines=lines, messages=[sent_message()])
+    recorded_ago(timedelta(days=35))
     assert rows()[3:] == (4, 2500 + LINES)  # 1,000 + 1,000 + 500 lines, and one chunk
 
     output = purge("--older-than", "30d", "--dry-run")
@@ -135,8 +132,8 @@ def test_dry_run_counts_the_lines_not_the_chunks() -> None:
 
 def test_batches_of_two_delete_five_sessions_in_three_batches() -> None:
     for days in range(40, 45):
-        recorded(timedelta(days=days))
-    new = recorded(timedelta(days=1))
+        recorded_ago(timedelta(days=days))
+    new = recorded_ago(timedelta(days=1))
 
     output = purge("--older-than", "30d", "--batch-size", "2", verbosity=2)
 
@@ -155,7 +152,7 @@ def test_batches_of_two_delete_five_sessions_in_three_batches() -> None:
 def test_batches_go_oldest_first_and_hold_at_most_the_batch_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sessions = {days: recorded(timedelta(days=days)).pk for days in (45, 60, 40, 50, 55)}
+    sessions = {days: recorded_ago(timedelta(days=days)).pk for days in (45, 60, 40, 50, 55)}
     batches: list[list[int]] = []
     delete = sockmail_purge._delete
 
@@ -180,7 +177,7 @@ def chunk_deletes(queries: list[dict[str, Any]]) -> int:
 def test_a_batch_takes_the_same_queries_however_much_it_deletes(
     django_assert_num_queries: DjangoAssertNumQueries, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    recorded_ago(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
     assert rows() == (1, 1, 1, 1, 1)
     with CaptureQueriesContext(connection) as small:
         purge("--older-than", "30d")
@@ -192,7 +189,7 @@ def test_a_batch_takes_the_same_queries_however_much_it_deletes(
     monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 2)
     many_lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(300)]
     for days in range(40, 43):
-        recorded(timedelta(days=days), messages=[sent_message()] * 200, lines=many_lines)
+        recorded_ago(timedelta(days=days), messages=[sent_message()] * 200, lines=many_lines)
     assert rows() == (3, 600, 600, 450, 900)
     with django_assert_num_queries(len(small.captured_queries)) as large:
         output = purge("--older-than", "30d")
@@ -213,7 +210,7 @@ def test_each_batch_takes_the_same_queries(monkeypatch: pytest.MonkeyPatch) -> N
     batch adds the same queries, the ids, the line count and a DELETE per table."""
     with CaptureQueriesContext(connection) as nothing:
         purge("--older-than", "30d", "--batch-size", "1")
-    recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    recorded_ago(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
     with CaptureQueriesContext(connection) as one:
         purge("--older-than", "30d", "--batch-size", "1")
     per_batch = len(one.captured_queries) - len(nothing.captured_queries)
@@ -223,9 +220,9 @@ def test_each_batch_takes_the_same_queries(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 3)
     many_lines = [Line(i * 0.001, "S", f"250-line {i}") for i in range(600)]
-    recorded(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
-    recorded(timedelta(days=41), messages=[sent_message()] * 50, lines=many_lines)
-    recorded(timedelta(days=42), messages=[sent_message()] * 100, lines=many_lines * 2)
+    recorded_ago(timedelta(days=40), messages=[sent_message()], lines=[Line(0, "S", "220 hi")])
+    recorded_ago(timedelta(days=41), messages=[sent_message()] * 50, lines=many_lines)
+    recorded_ago(timedelta(days=42), messages=[sent_message()] * 100, lines=many_lines * 2)
     assert rows()[3:] == (1 + 200 + 400, 1 + 600 + 1200)
     with CaptureQueriesContext(connection) as three:
         output = purge("--older-than", "30d", "--batch-size", "1")
@@ -241,8 +238,8 @@ def test_each_batch_takes_the_same_queries(monkeypatch: pytest.MonkeyPatch) -> N
     "retention", [30, 30.0, "30", timedelta(days=30)], ids=["int", "float", "str", "timedelta"]
 )
 def test_the_retention_setting_is_the_default_age(retention: object) -> None:
-    recorded(timedelta(days=40))
-    new = recorded(timedelta(days=20))
+    recorded_ago(timedelta(days=40))
+    new = recorded_ago(timedelta(days=20))
 
     with override_settings(SOCKMAIL={"RETENTION": retention}):
         output = purge()
@@ -253,8 +250,8 @@ def test_the_retention_setting_is_the_default_age(retention: object) -> None:
 
 
 def test_older_than_wins_over_the_retention_setting() -> None:
-    recorded(timedelta(days=40))
-    recorded(timedelta(days=20))
+    recorded_ago(timedelta(days=40))
+    recorded_ago(timedelta(days=20))
 
     with override_settings(SOCKMAIL={"RETENTION": 30}):
         purge("--older-than", "10d")
@@ -280,7 +277,7 @@ def test_ages_in_each_unit(age: str, cutoff: str) -> None:
 
 
 def test_no_age_and_no_retention_setting_is_an_error() -> None:
-    recorded(timedelta(days=400))
+    recorded_ago(timedelta(days=400))
 
     with override_settings(SOCKMAIL={}), pytest.raises(CommandError, match="--older-than"):
         purge()
@@ -292,7 +289,7 @@ def test_no_age_and_no_retention_setting_is_an_error() -> None:
     "age", ["abc", "0d", "0", "-1d", "-1", "", "10x", "d", "1.5.3d", "99999999999w"]
 )
 def test_a_bad_age_is_an_error(age: str) -> None:
-    recorded(timedelta(days=400))
+    recorded_ago(timedelta(days=400))
 
     with pytest.raises(CommandError, match="--older-than"):
         purge(f"--older-than={age}")
@@ -304,7 +301,7 @@ def test_a_bad_age_is_an_error(age: str) -> None:
 
 @pytest.mark.parametrize("retention", [0, -1, timedelta(0), "abc"])
 def test_a_bad_retention_setting_is_an_error(retention: object) -> None:
-    recorded(timedelta(days=400))
+    recorded_ago(timedelta(days=400))
 
     with (
         override_settings(SOCKMAIL={"RETENTION": retention}),
@@ -322,7 +319,7 @@ def test_an_age_before_year_one_is_an_error() -> None:
 
 @pytest.mark.parametrize("size", ["0", "-5"])
 def test_a_batch_size_below_one_is_an_error(size: str) -> None:
-    recorded(timedelta(days=400))
+    recorded_ago(timedelta(days=400))
 
     with pytest.raises(CommandError, match="--batch-size"):
         purge("--older-than", "30d", f"--batch-size={size}")
@@ -331,7 +328,7 @@ def test_a_batch_size_below_one_is_an_error(size: str) -> None:
 
 
 def test_verbosity_zero_prints_nothing() -> None:
-    recorded(timedelta(days=40))
+    recorded_ago(timedelta(days=40))
 
     assert purge("--older-than", "30d", "--batch-size", "1", verbosity=0) == ""
     assert not Session.objects.exists()
@@ -341,7 +338,7 @@ def test_verbosity_zero_prints_nothing() -> None:
 def test_every_query_goes_through_the_audit_database_alias(
     monkeypatch: pytest.MonkeyPatch, dry_run: bool
 ) -> None:
-    recorded(timedelta(days=40))
+    recorded_ago(timedelta(days=40))
     # A query that asked the router would go to a database that does not exist.
     monkeypatch.setattr(router, "db_for_read", lambda model, **hints: "elsewhere")
     monkeypatch.setattr(router, "db_for_write", lambda model, **hints: "elsewhere")
@@ -353,7 +350,7 @@ def test_every_query_goes_through_the_audit_database_alias(
 
 
 def test_without_the_database_setting_the_router_chooses() -> None:
-    recorded(timedelta(days=40))
+    recorded_ago(timedelta(days=40))
     chosen: list[type[Any]] = []
 
     def db_for_write(model: type[Any], **hints: Any) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from django.db import DatabaseError, connection
@@ -21,130 +21,18 @@ from django_sockmail.smtp.events import TLSInfo
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import FAILED, Line, MessageRecord, Transcript
+from tests.toolkit import (
+    CONVERSATION,
+    STARTED,
+    make_transcript,
+    sent_message,
+)
 
 pytestmark = pytest.mark.django_db
-
-STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-# (direction, text) as the client driver would have reported them: the AUTH line is
-# already redacted, the content is the header block plus its size.
-CONVERSATION = [
-    ("*", "connecting to mail.example.com port 587"),
-    ("*", "connected to 192.0.2.10:587 from 198.51.100.7:53422"),
-    ("S", "220 mail.example.com ESMTP Postfix"),
-    ("C", "EHLO client.example.org"),
-    ("S", "250-mail.example.com"),
-    ("S", "250-STARTTLS"),
-    ("S", "250 AUTH PLAIN LOGIN"),
-    ("C", "STARTTLS"),
-    ("S", "220 2.0.0 Ready to start TLS"),
-    ("*", "TLS established: TLSv1.3 TLS_AES_256_GCM_SHA384"),
-    ("C", "EHLO client.example.org"),
-    ("S", "250-mail.example.com"),
-    ("S", "250 AUTH PLAIN LOGIN"),
-    ("C", "AUTH PLAIN [credentials redacted]"),
-    ("S", "235 2.7.0 Authentication successful"),
-    ("C", "MAIL FROM:<alice@example.org> SIZE=321"),
-    ("S", "250 2.1.0 Ok"),
-    ("C", "RCPT TO:<bob@example.net>"),
-    ("S", "250 2.1.5 Ok"),
-    ("C", "DATA"),
-    ("S", "354 End data with <CR><LF>.<CR><LF>"),
-    (
-        "D",
-        "From: alice@example.org\nTo: bob@example.net\nSubject: Quarterly report\n"
-        "Message-ID: <report.1@example.org>\n\n[message content: 321 bytes]",
-    ),
-    ("S", "250 2.0.0 Ok: queued as ABC123"),
-    ("C", "MAIL FROM:<alice@example.org> SIZE=222"),
-    ("S", "250 2.1.0 Ok"),
-    ("C", "RCPT TO:<carol@example.net>"),
-    ("S", "250 2.1.5 Ok"),
-    ("C", "RCPT TO:<nobody@example.net>"),
-    ("S", "550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown"),
-    ("C", "DATA"),
-    ("S", "354 End data with <CR><LF>.<CR><LF>"),
-    (
-        "D",
-        "From: alice@example.org\nTo: carol@example.net, nobody@example.net\n"
-        "Subject: Lunch?\nMessage-ID: <lunch.2@example.org>\n\n[message content: 222 bytes]",
-    ),
-    ("S", "250 2.0.0 Ok: queued as DEF456"),
-    ("C", "QUIT"),
-    ("S", "221 2.0.0 Bye"),
-    ("*", "connection closed"),
-]
 
 
 def reply(code: int, *lines: str) -> Reply:
     return Reply(code, lines)
-
-
-def sent_message() -> MessageRecord:
-    outcome = MessageOutcome(
-        sender="alice@example.org",
-        recipients=[RecipientOutcome("bob@example.net", reply(250, "2.1.5 Ok"))],
-        mail_reply=reply(250, "2.1.0 Ok"),
-        final_reply=reply(250, "2.0.0 Ok: queued as ABC123"),
-        size=321,
-    )
-    outcome.settle()
-    return MessageRecord(
-        outcome,
-        message_id="<report.1@example.org>",
-        subject="Quarterly report",
-        headers="From: alice@example.org\nTo: bob@example.net\nSubject: Quarterly report",
-    )
-
-
-def partly_refused_message() -> MessageRecord:
-    outcome = MessageOutcome(
-        sender="alice@example.org",
-        recipients=[
-            RecipientOutcome("carol@example.net", reply(250, "2.1.5 Ok")),
-            RecipientOutcome(
-                "nobody@example.net",
-                reply(550, "5.1.1 <nobody@example.net>: Recipient address rejected"),
-            ),
-        ],
-        mail_reply=reply(250, "2.1.0 Ok"),
-        final_reply=reply(250, "2.0.0 Ok: queued as DEF456"),
-        size=222,
-    )
-    outcome.settle()
-    return MessageRecord(
-        outcome,
-        message_id="<lunch.2@example.org>",
-        subject="Lunch?",
-        headers="From: alice@example.org\nTo: carol@example.net, nobody@example.net",
-    )
-
-
-def make_transcript(**overrides: object) -> Transcript:
-    """A STARTTLS session in which two messages were sent, one with a refused recipient."""
-    transcript = Transcript(
-        host="mail.example.com",
-        port=587,
-        security="starttls",
-        started_at=STARTED,
-        ended_at=STARTED + timedelta(seconds=1.25),
-        peer_address="192.0.2.10:587",
-        local_address="198.51.100.7:53422",
-        tls=TLSInfo(
-            version="TLSv1.3",
-            cipher="TLS_AES_256_GCM_SHA384",
-            peer_subject="CN=mail.example.com",
-            peer_issuer="CN=Example CA,O=Example",
-            peer_not_before="Jan  1 00:00:00 2024 GMT",
-            peer_not_after="Jan  1 00:00:00 2025 GMT",
-            peer_fingerprint_sha256="ab" * 32,
-        ),
-        lines=[Line(i * 0.0125, d, text) for i, (d, text) in enumerate(CONVERSATION)],
-        messages=[sent_message(), partly_refused_message()],
-    )
-    for name, value in overrides.items():
-        setattr(transcript, name, value)
-    return transcript
 
 
 def test_record_writes_the_session() -> None:

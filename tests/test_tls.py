@@ -29,6 +29,7 @@ from tests.servers import (
     note_peer_certificates,
     server_context,
 )
+from tests.toolkit import client_commands, transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,14 +44,6 @@ def send(server: SMTPServer | ScriptedServer, **kwargs: Any) -> int:
         ["to@example.com"],
         connection=backend_for(server, **kwargs),
     )
-
-
-def transcript(session: Session) -> list[tuple[str, str]]:
-    return [(line.direction, line.text) for line in session.transcript_lines()]
-
-
-def client_commands(session: Session) -> list[str]:
-    return [text for direction, text in transcript(session) if direction == "C"]
 
 
 @pytest.fixture
