@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -8,7 +9,7 @@ import django
 import pytest
 import trustme
 
-from tests.servers import Script, ScriptedServer, SMTPServer
+from tests.servers import Script, ScriptedServer, SMTPServer, server_context
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -67,6 +68,19 @@ def ca() -> trustme.CA:
 @pytest.fixture(scope="session")
 def server_cert(ca: trustme.CA) -> trustme.LeafCert:
     return ca.issue_cert("localhost", "127.0.0.1")
+
+
+@pytest.fixture
+def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
+    """A server's TLS context holding the test CA's certificate for localhost."""
+    return server_context(server_cert)
+
+
+@pytest.fixture
+def untrusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the system's own trust store, which does not hold the test CA."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
 
 
 @pytest.fixture

@@ -128,18 +128,6 @@ def no_password_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
-    return server_context(server_cert)
-
-
-@pytest.fixture
-def untrusted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the system's own trust store, which does not hold the test CA."""
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-
-
-@pytest.fixture
 def no_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
     def getpass(prompt: str = "", stream: Any = None) -> str:
         raise AssertionError("the password was asked for")

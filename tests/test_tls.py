@@ -46,18 +46,6 @@ def send(server: SMTPServer | ScriptedServer, **kwargs: Any) -> int:
     )
 
 
-@pytest.fixture
-def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
-    return server_context(server_cert)
-
-
-@pytest.fixture
-def untrusted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the system's own trust store, which does not hold the test CA."""
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-
-
 def der_fingerprint(cert: trustme.LeafCert) -> str:
     der = ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode("ascii"))
     return hashlib.sha256(der).hexdigest()
