@@ -17,6 +17,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import signals
 from .conf import MailConfig, conf, mail_config, require_app_installed
+from .outcomes import attach_outcome, outcome_of
 from .rendering import render
 from .smtp.client import (
     Security,
@@ -44,12 +45,13 @@ logger = logging.getLogger("django_sockmail")
 class EmailBackend(BaseEmailBackend):
     """A drop-in replacement for ``django.core.mail.backends.smtp.EmailBackend``.
 
-    After ``send_messages()`` each message carries ``message.sockmail_outcome``
-    (:class:`~django_sockmail.smtp.results.MessageOutcome`: status, per-recipient
-    replies, queue id). Whatever exception stops a batch carries ``sent_messages``,
-    ``unsent_messages`` and ``unknown_messages`` (see :meth:`send_messages`), so a
-    retry never sends one twice. Every message handed over has a record in the
-    session's audit log, those never offered as not sent, saying why.
+    After ``send_messages()`` each message carries its outcome, read with
+    :func:`django_sockmail.outcome_of` (:class:`~django_sockmail.MessageOutcome`:
+    status, per-recipient replies, queue id). Whatever exception stops a batch
+    carries ``sent_messages``, ``unsent_messages`` and ``unknown_messages`` (see
+    :meth:`send_messages`), so a retry never sends one twice. Every message handed
+    over has a record in the session's audit log, those never offered as not sent,
+    saying why.
     """
 
     def __init__(
@@ -219,7 +221,7 @@ class EmailBackend(BaseEmailBackend):
             _say_what_was_sent(exc, sent=[], unsent=list(email_messages), unknown=[])
             raise
         for message, envelope in batch:
-            message.sockmail_outcome = new_outcome(envelope, b"")  # type: ignore[attr-defined]
+            attach_outcome(message, new_outcome(envelope, b""))
         messages = [m for m, _ in batch]
         with self._lock:
             try:
@@ -312,7 +314,7 @@ class EmailBackend(BaseEmailBackend):
     def _keep(self, message: EmailMessage, record: MessageRecord) -> None:
         transcript = self._transcript
         assert transcript is not None
-        message.sockmail_outcome = record.outcome  # type: ignore[attr-defined]
+        attach_outcome(message, record.outcome)
         transcript.add_message(record)
         # Every WRITE_EVERY messages, or sooner when what it holds passes a byte budget
         # (a server's long replies), the open session goes to the database and leaves
@@ -400,7 +402,7 @@ class _Delivery:
             self.progress.keep(position, _record(message, mime, content, exc.outcome))
             self._refused(message, exc.outcome, exc)
             return None
-        message.sockmail_outcome = transaction.outcome  # type: ignore[attr-defined]
+        attach_outcome(message, transaction.outcome)
         self.progress.rendered[position] = _record(message, mime, content, transaction.outcome)
         return transaction
 
@@ -516,8 +518,8 @@ def _untouched(batch: list[tuple[EmailMessage, Envelope]]) -> bool:
 
 
 def _outcome(message: EmailMessage) -> MessageOutcome:
-    """What send_messages() left on a message."""
-    return message.sockmail_outcome  # type: ignore[attr-defined,no-any-return]
+    """What send_messages() left on a message (each one in a batch has one)."""
+    return outcome_of(message)
 
 
 def _status(message: EmailMessage) -> str:

@@ -21,6 +21,7 @@ import pytest
 from django.core.mail import EmailMessage
 from django.test import override_settings
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Session
 from tests import toolkit
 from tests.faults import (
@@ -40,7 +41,7 @@ batch = partial(toolkit.batch, first=1, subject="Message {n}", body="Body", doma
 
 
 def statuses(messages: list[EmailMessage]) -> list[str]:
-    return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+    return [outcome_of(m).status for m in messages]
 
 
 def subjects(responder: RefusesBehindData) -> list[str]:

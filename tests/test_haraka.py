@@ -20,6 +20,7 @@ import pytest
 from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Message, Session
 from tests.faults import written_behind_data
 from tests.haraka import (
@@ -89,7 +90,7 @@ def message_ids(messages: Sequence[EmailMessage]) -> list[str]:
 
 
 def statuses(messages: Sequence[EmailMessage]) -> list[str]:
-    return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+    return [outcome_of(m).status for m in messages]
 
 
 def delivered_ids(haraka: HarakaEndpoint) -> list[str]:

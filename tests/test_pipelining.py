@@ -13,6 +13,7 @@ import pytest
 from django.core.mail import EmailMessage
 from django.test import override_settings
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPOutOfStepError
 from tests import toolkit
@@ -80,7 +81,7 @@ def test_each_recipient_gets_its_own_reply_from_a_group(scripted: Any) -> None:
     server = scripted(group_answering_server(refuse={b"<b@example.org>"}))
     msg = message(to=["a@example.org", "b@example.org", "c@example.org"])
     assert backend_for(server, timeout=3).send_messages([msg]) == 1
-    outcome = msg.sockmail_outcome  # type: ignore[attr-defined]
+    outcome = outcome_of(msg)
     assert [(r.address, r.accepted) for r in outcome.recipients] == [
         ("a@example.org", True),
         ("b@example.org", False),
@@ -97,7 +98,7 @@ def test_every_recipient_refused_in_a_group(scripted: Any) -> None:
     with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
         backend_for(server, timeout=3).send_messages([first, second])
     assert info.value.unsent_messages == [first, second]  # type: ignore[attr-defined]
-    assert first.sockmail_outcome.status == "failed"  # type: ignore[attr-defined]
+    assert outcome_of(first).status == "failed"
 
 
 def test_pipelining_can_be_turned_off(scripted: Any) -> None:
@@ -141,7 +142,7 @@ def test_chunking_and_pipelining_make_a_message_one_round_trip(scripted: Any) ->
     assert bdat == f"BDAT {len(content)} LAST".encode()
     assert b"\r\n.a line that DATA would have to dot-stuff\r\n" in content  # exact bytes
     assert second[0] == b"RSET"  # offered while the first's BDAT had no verdict yet
-    assert [m.sockmail_outcome.queue_id for m in messages] == ["C0", "C1"]  # type: ignore[attr-defined]
+    assert [outcome_of(m).queue_id for m in messages] == ["C0", "C1"]
     lines = [(x.direction, x.text) for x in Session.objects.get().transcript_lines()]
     assert ("C", f"BDAT {len(content)} LAST") in lines
 
@@ -191,7 +192,7 @@ def test_the_next_envelope_goes_out_before_the_verdict_on_the_content(scripted: 
     server = scripted(script)
     messages = [message(to=f"{n}@example.org") for n in range(3)]
     assert backend_for(server, timeout=3).send_messages(messages) == 3
-    assert [m.sockmail_outcome.queue_id for m in messages] == ["D0", "D1", "D2"]  # type: ignore[attr-defined]
+    assert [outcome_of(m).queue_id for m in messages] == ["D0", "D1", "D2"]
     groups = server.conversations[0].groups
     # The next envelope follows the content directly, with no RSET: the end of the data
     # ends the transaction whatever its verdict, which has not even come yet.
@@ -269,7 +270,7 @@ def at(index: int, verb: str, reply: bytes) -> Answer:
 
 
 def statuses(messages: list[EmailMessage]) -> list[str]:
-    return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+    return [outcome_of(m).status for m in messages]
 
 
 batch = partial(toolkit.batch, to="{n}@example.org")
@@ -279,7 +280,7 @@ def test_with_chunking_a_whole_batch_goes_out_before_any_reply(scripted: Any) ->
     server = scripted(batch_server(5))
     messages = batch(5)
     assert backend_for(server, timeout=3).send_messages(messages) == 5
-    assert [m.sockmail_outcome.queue_id for m in messages] == [f"B{n}" for n in range(5)]  # type: ignore[attr-defined]
+    assert [outcome_of(m).queue_id for m in messages] == [f"B{n}" for n in range(5)]
     sent = server.conversations[0].batch
     # Each later one was offered while those before were in flight, their BDATs
     # unanswered: any could be refused and leave its transaction open (RFC 3030 §4.2).
@@ -623,7 +624,7 @@ def test_with_chunking_quit_goes_out_with_the_last_bdat(scripted: Any) -> None:
     server = scripted(script)
     messages = batch(3)
     assert backend_for(server, timeout=3).send_messages(messages) == 3
-    assert [m.sockmail_outcome.queue_id for m in messages] == ["B0", "B1", "B2"]  # type: ignore[attr-defined]
+    assert [outcome_of(m).queue_id for m in messages] == ["B0", "B1", "B2"]
     bdat, content = server.conversations[0].bdat[-1]
     last = the_chunk_with(server, b"QUIT\r\n")
     assert last.endswith(bdat + b"\r\n" + content + b"QUIT\r\n")

@@ -11,6 +11,7 @@ from functools import partial
 
 import pytest
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Session
 from tests import toolkit
 from tests.servers import Conversation, Scripted, backend_for
@@ -121,7 +122,7 @@ def test_a_421_to_the_first_command_after_idling_is_retried_on_a_new_connection(
     # The first connection's last words from the client: the MAIL the 421 answered.
     assert server.conversations[0].received[-1] == b"MAIL FROM:<from@example.org>"
     assert [n for n, _ in sessions.delivered] == [1, 2]
-    assert second.sockmail_outcome.status == "sent"  # type: ignore[attr-defined]
+    assert outcome_of(second).status == "sent"
     assert Session.objects.count() == 2
 
 
@@ -141,7 +142,7 @@ def test_a_message_the_server_took_is_never_sent_again(scripted: Scripted) -> No
         backend.send_messages([took, refused])
     assert info.value.sent_messages == [took]  # type: ignore[attr-defined]
     assert info.value.unsent_messages == [refused]  # type: ignore[attr-defined]
-    assert refused.sockmail_outcome.status == "deferred"  # type: ignore[attr-defined]
+    assert outcome_of(refused).status == "deferred"
     assert sessions.delivered == [(1, b"<to1@example.org>")]
     assert Session.objects.get().status == "failed"
 

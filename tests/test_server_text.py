@@ -10,6 +10,7 @@ import pytest
 from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Message
 from tests.servers import Answer, Responder, backend_for
 
@@ -44,7 +45,7 @@ def test_a_backend_sends_after_a_size_that_is_no_number(scripted: Any) -> None:
     message = EmailMessage("s", "b" * 5000, "from@example.org", ["to@example.org"])
     assert backend_for(server).send_messages([message]) == 1
     responder.wait()
-    assert message.sockmail_outcome.status == "sent"  # type: ignore[attr-defined]
+    assert outcome_of(message).status == "sent"
 
 
 def test_harakas_queue_id_is_recorded(scripted: Any) -> None:
@@ -53,5 +54,5 @@ def test_harakas_queue_id_is_recorded(scripted: Any) -> None:
     server = scripted(responder)
     message = EmailMessage("s", "b", "from@example.org", ["to@example.org"])
     assert backend_for(server).send_messages([message]) == 1
-    assert message.sockmail_outcome.queue_id == uuid  # type: ignore[attr-defined]
+    assert outcome_of(message).queue_id == uuid
     assert Message.objects.get().queue_id == uuid

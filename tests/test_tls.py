@@ -15,6 +15,7 @@ import trustme
 from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Session
 from django_sockmail.rendering import render
 from django_sockmail.smtp.errors import SMTPProtocolError
@@ -285,7 +286,7 @@ def test_big_messages_pipelined_over_tls_arrive_whole(
     messages = [EmailMessage("big", b, "from@example.com", ["to@example.com"]) for b in bodies]
     with override_settings(SOCKMAIL={"STORE_CONTENT": "envelope"}):
         assert backend_for(server, use_ssl=True).send_messages(messages) == 3
-    sent = [m.sockmail_outcome for m in messages]  # type: ignore[attr-defined]
+    sent = [outcome_of(m) for m in messages]
     assert [len(r.content) for r in server.messages] == [o.size for o in sent]
     assert [hashlib.sha256(r.content).hexdigest() for r in server.messages] == [
         o.sha256 for o in sent

@@ -63,6 +63,8 @@ def queue_id(reply: Reply | None) -> str:
 
 @dataclass
 class RecipientOutcome:
+    """One recipient of a message, and the server's reply to its RCPT."""
+
     address: str
     reply: Reply | None = None  # None when the recipient was never offered
 

@@ -19,8 +19,8 @@ from django.test import override_settings
 from django.urls import reverse
 
 from demo.smtp_server import REFUSED_DOMAIN, DemoSMTPServer
+from django_sockmail import outcome_of
 from django_sockmail.models import Session, TranscriptLine
-from django_sockmail.smtp.results import MessageOutcome
 
 BACKEND = "django_sockmail.backend.EmailBackend"
 SENDER = "demo@example.com"
@@ -115,7 +115,7 @@ class Command(BaseCommand):
             )
             sent = message.send()
             # The backend leaves its verdict on the message.
-            outcome: MessageOutcome = message.sockmail_outcome  # type: ignore[attr-defined]
+            outcome = outcome_of(message)
             refused = ", ".join(
                 f"{address} ({reply.code} {reply.text})"
                 for address, reply in outcome.refused_recipients.items()
