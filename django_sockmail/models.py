@@ -21,7 +21,8 @@ from django.db.models.functions import Left, Upper
 from django.db.models.sql import Query
 from django.utils import timezone
 
-from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS, TIMED_OUT
+from .smtp.status import MessageStatus, SessionStatus
+from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS
 
 # A transcript is read this many chunks (of up to a thousand lines each) to a query.
 CHUNKS_PER_QUERY = 4
@@ -96,10 +97,7 @@ class Session(models.Model):
         STARTTLS = "starttls", "STARTTLS"
         SSL = "ssl", "SSL/TLS"
 
-    class Status(models.TextChoices):
-        OK = "ok", "OK"
-        FAILED = "failed", "failed"
-        TIMED_OUT = TIMED_OUT, "timed out"
+    Status = SessionStatus  # the client's vocabulary: values and labels are spelled there
 
     host = models.CharField(max_length=255)
     port = models.PositiveIntegerField()
@@ -211,14 +209,7 @@ class Message(_ExpressionIndexes, ServerReply):
         HEADERS = CONTENT_HEADERS, "headers"
         ENVELOPE = CONTENT_ENVELOPE, "envelope only"
 
-    class Status(models.TextChoices):
-        SENT = "sent", "sent"
-        PARTIAL = "partial", "partly sent"
-        DEFERRED = "deferred", "deferred (4xx: retry later)"
-        FAILED = "failed", "failed (5xx)"
-        NOT_SENT = "not_sent", "not sent"
-        # The content went out but the verdict never came back: it may be queued.
-        UNKNOWN = "unknown", "unknown"
+    Status = MessageStatus  # the client's vocabulary: values and labels are spelled there
 
     # No index of its own: the unique (session, position) index begins with it.
     session = models.ForeignKey(

@@ -17,17 +17,19 @@ from datetime import datetime, timezone
 from typing import overload
 
 from .smtp.events import TLSInfo
-from .smtp.replies import Reply
+from .smtp.reply import Reply
 from .smtp.results import MessageOutcome
+from .smtp.status import SessionStatus
 
 CLIENT = "C"  # a command line the client sent (credentials already redacted)
 SERVER = "S"  # a reply line from the server
 CONTENT = "D"  # the message content, as much of it as is kept
 INFO = "*"  # what happened around the conversation: connect, TLS, close, errors
 
-OK = "ok"
-FAILED = "failed"
-TIMED_OUT = "timeout"  # failed because the server did not answer in time
+# How the session ended, by the names the package first gave them.
+OK = SessionStatus.OK
+FAILED = SessionStatus.FAILED
+TIMED_OUT = SessionStatus.TIMED_OUT  # failed because the server did not answer in time
 
 # How much of each message's content a transcript keeps (SOCKMAIL["STORE_CONTENT"]).
 CONTENT_FULL = "full"  # the whole message, up to a cap
@@ -224,7 +226,7 @@ class Transcript:
     peer_address: str = ""
     local_address: str = ""
     tls: TLSInfo | None = None
-    status: str = OK
+    status: SessionStatus = OK
     error: str = ""
     lines: _LinesField = _LinesField()
     messages: list[MessageRecord] = field(default_factory=list)
@@ -346,6 +348,6 @@ class Transcript:
         self.add_line(INFO, "connection closed")
 
     def on_error(self, error: BaseException) -> None:
-        self.status = TIMED_OUT if isinstance(error, TimeoutError) else FAILED
+        self.status = SessionStatus.after(error)
         self.error = f"{type(error).__name__}: {error}"
         self.add_line(INFO, f"error: {self.error}")

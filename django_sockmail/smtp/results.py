@@ -6,15 +6,15 @@ import re
 from dataclasses import dataclass
 
 from .reply import Reply
+from .status import MessageStatus
 
-SENT = "sent"  # every recipient accepted, content accepted
-PARTIAL = "partial"  # content accepted for some recipients, others refused
-FAILED = "failed"  # the server refused the message for good (a 5xx reply)
-DEFERRED = "deferred"  # the server refused it for now (a 4xx reply): worth a retry later
-NOT_SENT = "not_sent"  # never offered to the server (the session ended first)
-# The whole content went out but the session broke before the server's verdict: it
-# may have been queued. Retrying it may deliver it twice (RFC 1047).
-UNKNOWN = "unknown"
+# Each MessageStatus by its name here, as the package first named them.
+SENT = MessageStatus.SENT
+PARTIAL = MessageStatus.PARTIAL
+FAILED = MessageStatus.FAILED
+DEFERRED = MessageStatus.DEFERRED
+NOT_SENT = MessageStatus.NOT_SENT
+UNKNOWN = MessageStatus.UNKNOWN
 
 # How common servers and providers name the queue entry in their reply to the end of
 # data; the first that matches wins. Each captures only printable ASCII, no spaces.
@@ -85,7 +85,7 @@ class MessageOutcome:
     size: int = 0
     sha256: str = ""  # of the content as sent (CRLF line endings, before dot-stuffing)
     error: str = ""
-    status: str = NOT_SENT
+    status: MessageStatus = NOT_SENT
 
     @property
     def taken(self) -> bool:
