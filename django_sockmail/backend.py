@@ -34,9 +34,9 @@ from .smtp.errors import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
-from .smtp.pipeline import Transaction
 from .smtp.protocol import new_outcome
 from .smtp.results import DEFERRED, NOT_SENT, UNKNOWN, MessageOutcome
+from .smtp.transactions import Transaction
 from .transcript import INFO, MessageRecord, Transcript, header_block
 
 logger = logging.getLogger("django_sockmail")

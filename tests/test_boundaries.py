@@ -14,7 +14,8 @@ SMTP = Path(__file__).parent.parent / "django_sockmail" / "smtp"
 # What the client may import besides the standard library: the IDNA 2008 codec.
 THIRD_PARTY = {"idna"}
 # The socket driver alone does I/O; errors.py subclasses ssl.SSLError for TLS failures.
-IO_MODULES = {"socket": {"client.py"}, "select": {"client.py"}, "ssl": {"client.py", "errors.py"}}
+DRIVER = {"client.py", "connection.py"}
+IO_MODULES = {"socket": DRIVER, "select": DRIVER, "ssl": DRIVER | {"errors.py"}}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:

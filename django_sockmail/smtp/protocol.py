@@ -1,10 +1,11 @@
-"""The SMTP conversation without I/O.
+"""The SMTP conversation without I/O: commands, capabilities, and the steps of a
+session before its mail transactions (EHLO, STARTTLS, AUTH) and after them (QUIT).
 
-Each step of a session is a generator (an *exchange*): it yields a group of
-:class:`Command` objects, is sent back one :class:`Reply` per command, and finally
-returns its result. The socket driver in :mod:`.client` runs exchanges; tests run them
-against scripted replies. A group of several commands is written at once (RFC 2920
-pipelining); :mod:`.pipeline` goes further and overlaps whole transactions.
+Each step is a generator (an *exchange*): it yields a group of :class:`Command`
+objects, is sent back one :class:`Reply` per command, and finally returns its result.
+The socket driver in :mod:`.client` runs exchanges; tests run them against scripted
+replies. Mail transactions have an engine of their own, :mod:`.transactions`, which
+also decides which reply answers which command (:func:`answers`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from .errors import (
     SMTPCommandError,
     SMTPHeloError,
     SMTPNotSupportedError,
-    SMTPOutOfStepError,
 )
-from .replies import Reply
+from .reply import Reply
 from .results import MessageOutcome, RecipientOutcome
 
 T = TypeVar("T")
@@ -265,61 +265,6 @@ def new_outcome(envelope: Envelope, content: bytes) -> MessageOutcome:
     )
 
 
-def transaction(
-    capabilities: Capabilities,
-    envelope: Envelope,
-    content: bytes,
-    outcome: MessageOutcome,
-    *,
-    reset_first: bool,
-    chunking: bool = False,
-) -> Exchange[MessageOutcome]:
-    """One mail transaction, a command at a time: (RSET,) MAIL, RCPT for each
-    recipient, then DATA and the content, or with ``chunking`` (RFC 3030) BDAT.
-
-    This is the way for servers without PIPELINING (:mod:`.pipeline` is the other).
-    ``content`` must already have CRLF line endings (:func:`.data.normalize_line_endings`).
-    Replies are written into ``outcome`` as they come, so whoever holds it knows what
-    the server said even if the session breaks halfway. Refusals are not raised: the
-    transaction is reset so the session can go on with the next message.
-    """
-    caps = capabilities
-    if reset_first:
-        [reply] = yield [command("RSET")]
-        in_step("RSET", reply, caps)
-    params = mail_parameters(caps, envelope, content)
-    [reply] = yield [command("MAIL", f"FROM:<{envelope.sender}>{params}")]
-    outcome.mail_reply = in_step("MAIL", reply, caps)
-    if not outcome.mail_reply.is_positive:
-        outcome.error = envelope_refusal(outcome)
-        return (yield from _abandon(outcome, caps))
-    for recipient in outcome.recipients:
-        params = rcpt_parameters(caps, envelope, recipient.address)
-        [reply] = yield [command("RCPT", f"TO:<{recipient.address}>{params}")]
-        recipient.reply = in_step("RCPT", reply, caps)
-    if not any(r.accepted for r in outcome.recipients):
-        outcome.error = envelope_refusal(outcome)
-        return (yield from _abandon(outcome, caps))
-    if chunking:
-        [reply] = yield [bdat_command(content)]
-    else:
-        [reply] = yield [command("DATA")]
-        outcome.data_reply = in_step("DATA", reply, caps)
-        if outcome.data_reply.code != 354:
-            outcome.error = f"DATA refused: {outcome.data_reply}"
-            return (yield from _abandon(outcome, caps))
-        [reply] = yield [content_command(content)]
-    # A 354 or 334 after the whole content is no verdict: raised before it is taken
-    # for one, so the driver settles the message as sent without a verdict.
-    outcome.final_reply = in_step("END", reply, caps)
-    if not outcome.final_reply.is_positive:
-        outcome.error = f"message refused: {outcome.final_reply}"
-        if chunking:  # a refused BDAT leaves the transaction open (RFC 3030 §4.2)
-            return (yield from _abandon(outcome, caps))
-    outcome.settle()
-    return outcome
-
-
 # Positive enhanced status codes of the address subject (RFC 3463 §3.2) that each
 # command can be given: X.1.0, X.1.7 and X.1.8 are about the sender, the rest about a
 # destination. A "250 2.1.5" to MAIL is a RCPT's reply, taken for another command.
@@ -344,27 +289,6 @@ def answers(command: str, reply: Reply, *, enhanced: bool) -> bool:
     if status is None or status.split(".")[1] != "1" or command not in ("MAIL", "RCPT", "END"):
         return True  # (smtp-sink answers RSET "250 2.1.0": only these three are read)
     return status.split(".")[2] in _ADDRESS_DETAILS.get(command, ())
-
-
-def in_step(command: str, reply: Reply, capabilities: Capabilities) -> Reply:
-    """``reply``, when it can answer ``command``; else SMTPProtocolError."""
-    if not answers(command, reply, enhanced=capabilities.has("ENHANCEDSTATUSCODES")):
-        name = "the end of the data" if command == "END" else command
-        raise SMTPOutOfStepError(f"The server answered {name} with {reply}: out of step")
-    return reply
-
-
-def envelope_refusal(outcome: MessageOutcome) -> str:
-    if outcome.mail_reply is not None and not outcome.mail_reply.is_positive:
-        return f"sender refused: {outcome.mail_reply}"
-    return "every recipient refused"
-
-
-def _abandon(outcome: MessageOutcome, capabilities: Capabilities) -> Exchange[MessageOutcome]:
-    [reply] = yield [command("RSET")]
-    in_step("RSET", reply, capabilities)
-    outcome.settle()
-    return outcome
 
 
 def quit() -> Exchange[Reply]:

@@ -9,9 +9,14 @@ import pytest
 
 from django_sockmail.smtp.client import SMTPClient, default_port, host_port
 from django_sockmail.smtp.envelope import make_envelope
-from django_sockmail.smtp.errors import SMTPConnectError, SMTPProtocolError, SMTPTimeoutError
+from django_sockmail.smtp.errors import (
+    SMTPConnectError,
+    SMTPProtocolError,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
 from django_sockmail.transcript import CLIENT, CONTENT, SERVER, Transcript
-from tests.faults import HostileResponder, StopReading
+from tests.faults import HostileResponder, Say, StopReading
 from tests.servers import Answer, Responder, SMTPServer
 
 ENVELOPE = make_envelope("from@example.org", ["to@example.org"])
@@ -151,6 +156,23 @@ def test_reopened_after_a_send_timeout_nothing_of_the_old_message_goes_to_the_ne
     second = server.conversations[1].received
     assert second[0] == b"EHLO client.test", second[:2]
     assert not any(b"0123456789abcdef" in line for line in second)
+
+
+def test_reopened_after_a_session_broken_mid_transaction_no_rset_is_owed(scripted: Any) -> None:
+    # The first session drops after MAIL, its transaction left open: that connection
+    # owed a RSET. The next connection owes nothing and begins its transaction with MAIL.
+    server = scripted(
+        HostileResponder({"RCPT": [Say(b"", then="close"), b"250 2.1.5 Ok\r\n"]}, pipelining=True)
+    )
+    client = SMTPClient(server.host, server.port, timeout=5, local_hostname="client.test")
+    client.open()
+    with pytest.raises(SMTPServerDisconnected):
+        client.send(ENVELOPE, b"Subject: x\r\n\r\none\r\n")
+    client.open()
+    assert client.send(ENVELOPE, b"Subject: x\r\n\r\ntwo\r\n").status == "sent"
+    client.quit()
+    second = server.conversations[1].received
+    assert second[1].startswith(b"MAIL FROM:"), second[:2]
 
 
 def test_reopened_nothing_is_known_of_a_server_that_refused_the_session(scripted: Any) -> None:

@@ -18,6 +18,7 @@ from django_sockmail.smtp.errors import (
 )
 from django_sockmail.smtp.replies import Reply, ReplyParser
 from django_sockmail.smtp.results import FAILED, PARTIAL, SENT, MessageOutcome
+from django_sockmail.smtp.transactions import TransactionEngine, prepare
 
 T = TypeVar("T")
 
@@ -47,12 +48,32 @@ ENVELOPE = make_envelope("from@example.org", ["a@example.org", "b@example.org"])
 CONTENT = b"Subject: hi\r\n\r\nbody\r\n"
 
 
+def one_at_a_time(
+    caps: protocol.Capabilities,
+    content: bytes,
+    replies: list[str],
+    *,
+    reset_first: bool = False,
+    chunking: bool = False,
+) -> tuple[MessageOutcome, list[str]]:
+    """One transaction through the engine without PIPELINING, against scripted
+    replies: its outcome and what was sent, a command at a time."""
+    engine = TransactionEngine(caps, pipelining=False, chunking=chunking, reset_first=reset_first)
+    transaction = prepare(caps, ENVELOPE, content)
+    sent: list[str] = []
+    commands, done, pending = engine.offer(transaction), None, iter(replies)
+    while done is None:
+        assert len(commands) == 1  # never more than one command awaits its reply
+        sent.extend(c.display or "<content>" for c in commands)
+        commands, done = engine.receive(reply(next(pending)))
+    assert next(pending, None) is None and not engine.awaiting
+    return transaction.outcome, sent
+
+
 def transaction(
     replies: list[str], *, reset_first: bool = False
 ) -> tuple[MessageOutcome, list[str]]:
-    outcome = protocol.new_outcome(ENVELOPE, CONTENT)
-    exchange = protocol.transaction(CAPS, ENVELOPE, CONTENT, outcome, reset_first=reset_first)
-    return run(exchange, replies)
+    return one_at_a_time(CAPS, CONTENT, replies, reset_first=reset_first)
 
 
 def test_capabilities_from_ehlo() -> None:
@@ -254,11 +275,7 @@ DOTTED = b"Subject: d\r\n\r\n.leading dot\r\n"
 
 
 def bdat(replies: list[str]) -> tuple[MessageOutcome, list[str]]:
-    outcome = protocol.new_outcome(ENVELOPE, DOTTED)
-    exchange = protocol.transaction(
-        CHUNKING, ENVELOPE, DOTTED, outcome, reset_first=False, chunking=True
-    )
-    return run(exchange, replies)
+    return one_at_a_time(CHUNKING, DOTTED, replies, chunking=True)
 
 
 def test_bdat_sends_exact_bytes_without_dot_stuffing() -> None:

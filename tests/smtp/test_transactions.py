@@ -3,11 +3,20 @@ goes out in each write, and which reply lands on which message and recipient."""
 
 from __future__ import annotations
 
+import pytest
+
 from django_sockmail.smtp import protocol
 from django_sockmail.smtp.envelope import make_envelope
 from django_sockmail.smtp.errors import SMTPOutOfStepError
-from django_sockmail.smtp.pipeline import Pipeline, Step, Transaction, prepare
+from django_sockmail.smtp.protocol import answers
 from django_sockmail.smtp.results import DEFERRED, FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN
+from django_sockmail.smtp.transactions import (
+    TRANSITIONS,
+    Step,
+    Transaction,
+    TransactionEngine,
+    prepare,
+)
 from tests.smtp.test_protocol import reply
 
 DATA_ONLY = protocol.Capabilities.from_ehlo(reply("250-mx.example\n250 PIPELINING\n"))
@@ -22,11 +31,13 @@ def message(*to: str) -> Transaction:
 
 def drive(
     transactions: list[Transaction], replies: list[str], *, chunking: bool = False
-) -> tuple[Pipeline, list[list[str]], list[Transaction]]:
+) -> tuple[TransactionEngine, list[list[str]], list[Transaction]]:
     """Run a pipeline as the socket driver does: offer all it can take, then feed one
     reply at a time. Returns the writes (what was queued between two reads, one list
     each) and the transactions in the order they finished."""
-    pipeline = Pipeline(CHUNKING if chunking else DATA_ONLY, chunking=chunking, reset_first=False)
+    pipeline = TransactionEngine(
+        CHUNKING if chunking else DATA_ONLY, chunking=chunking, reset_first=False
+    )
     pending, writes, finished = iter(transactions), [[]], []  # type: ignore[var-annotated]
     for text in [*replies, None]:
         while pipeline.can_offer and (offered := next(pending, None)) is not None:
@@ -240,7 +251,7 @@ def test_after_a_354_to_an_envelope_nobody_took_the_next_starts_with_mail() -> N
 
 
 def test_with_chunking_a_transaction_offered_behind_one_in_flight_starts_with_rset() -> None:
-    pipeline = Pipeline(CHUNKING, chunking=True, reset_first=False)
+    pipeline = TransactionEngine(CHUNKING, chunking=True, reset_first=False)
     a, b, c = message("a@x.org"), message("b@x.org"), message("c@x.org")
     assert pipeline.offer(a)[0].display == MAIL
     # a's BDAT may yet be refused, which would leave its transaction open (RFC 3030
@@ -298,7 +309,7 @@ def test_after_offer_quit_no_transaction_may_be_offered() -> None:
 
 
 def test_with_chunking_quit_follows_the_last_bdat_in_the_same_write() -> None:
-    pipeline = Pipeline(CHUNKING, chunking=True, reset_first=False)
+    pipeline = TransactionEngine(CHUNKING, chunking=True, reset_first=False)
     a, b = message("a@x.org"), message("b@x.org")
     written = [c.display for t in (a, b) for c in pipeline.offer(t)]
     assert pipeline.can_offer  # with BDAT nothing waits for a 354
@@ -329,11 +340,11 @@ def test_only_221_answers_quit() -> None:
     import pytest
 
     for text in ("421 4.3.2 shutting down", "500 5.5.1 what", "250 2.0.0 Ok"):
-        pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
+        pipeline = TransactionEngine(DATA_ONLY, chunking=False, reset_first=False)
         pipeline.offer_quit()
         with pytest.raises(SMTPOutOfStepError, match="answered QUIT"):
             pipeline.receive(reply(text))
-    pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
+    pipeline = TransactionEngine(DATA_ONLY, chunking=False, reset_first=False)
     pipeline.offer_quit()
     assert pipeline.receive(reply("221 2.0.0 Bye")) == ([], None)
     assert pipeline.quit_reply is not None and pipeline.quit_reply.code == 221
@@ -357,7 +368,7 @@ def test_a_reply_after_the_reply_to_quit_answers_no_command() -> None:
 
     from django_sockmail.smtp.errors import SMTPProtocolError
 
-    pipeline = Pipeline(DATA_ONLY, chunking=False, reset_first=False)
+    pipeline = TransactionEngine(DATA_ONLY, chunking=False, reset_first=False)
     pipeline.offer_quit()
     pipeline.receive(reply("221 bye"))
     with pytest.raises(SMTPProtocolError, match="a reply to no command"):
@@ -377,7 +388,7 @@ def test_only_quit_left_once_every_transaction_has_its_verdict() -> None:
 
 
 def test_only_quit_left_with_chunking_waits_for_the_last_verdict() -> None:
-    pipeline = Pipeline(CHUNKING, chunking=True, reset_first=False)
+    pipeline = TransactionEngine(CHUNKING, chunking=True, reset_first=False)
     a, b = message("a@x.org"), message("b@x.org")
     pipeline.offer(a)
     pipeline.offer(b)
@@ -405,3 +416,40 @@ def test_abort_with_quit_in_flight_settles_the_transactions_as_before() -> None:
     unsettled = pipeline.abort(pipeline.queued, server_closed=False)
     assert unsettled == [b] and b.outcome.status == UNKNOWN and a.outcome.status == SENT
     assert not pipeline.awaiting
+
+
+# The table and the rule of which reply can answer which command agree: every reply
+# that can answer a step has a transition, and no transition is for a reply that cannot.
+ANY_REPLY = ["220 hi", "221 bye", "235 ok", "250 ok", "251 forwarded", "334 go on", "354 go"]
+ANY_REPLY += ["421 closing", "450 later", "503 sequence", "550 no", "554 no"]
+
+
+@pytest.mark.parametrize("step", [s for s in Step if s is not Step.QUIT], ids=lambda s: s.name)
+def test_the_transition_table_covers_exactly_the_replies_that_answer_a_step(step: Step) -> None:
+    for text in ANY_REPLY:
+        parsed = reply(text)
+        code = parsed.code
+        kind = "354" if code == 354 else f"{code // 100}xx" if code < 400 else "4xx/5xx"
+        listed = (step, kind)
+        assert (listed in TRANSITIONS) == answers(step.command, parsed, enhanced=False), text
+
+
+def test_one_at_a_time_a_refused_sender_ends_the_transaction_with_rset_at_once() -> None:
+    engine = TransactionEngine(DATA_ONLY, pipelining=False, chunking=False, reset_first=False)
+    a = message("a@x.org", "b@x.org")
+    assert [c.display for c in engine.offer(a)] == [MAIL]
+    assert not engine.can_offer  # nothing more until MAIL has its reply
+    commands, done = engine.receive(reply("550 5.7.1 no"))
+    assert [c.display for c in commands] == ["RSET"] and done is None
+    commands, done = engine.receive(reply("250 ok"))
+    assert commands == [] and done is a and a.outcome.status == FAILED
+    assert a.outcome.error == "sender refused: 550 5.7.1 no"
+    assert not engine.reset_needed and engine.can_offer
+
+
+def test_pipelined_a_refused_sender_waits_for_the_replies_already_asked_for() -> None:
+    a = message("a@x.org")
+    _, writes, finished = drive([a], ["550 5.7.1 no", "503 no sender", "503 no recipient"])
+    assert writes == [[MAIL, "RCPT TO:<a@x.org>", "DATA"]]
+    assert finished == [a] and a.outcome.status == FAILED
+    assert a.outcome.error == "sender refused: 550 5.7.1 no"
