@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.servers import DROP, STALL, Action, Conversation, Responder, free_port
+from tests.instances import free_port
+from tests.servers import DROP, STALL, Action, Conversation, Responder
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 

@@ -50,20 +50,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-HOST = "127.0.0.1"
+from tests.instances import Instance, free_port, process_alive, wait_until
+
 HOME = Path(__file__).resolve().parent.parent / ".haraka"  # scripts/haraka.sh installs here
 HARAKA = HOME / "node_modules" / ".bin" / "haraka"
 # As scripts/haraka.sh pins it: the first release that refuses what comes behind the end
 # of DATA. An older one would let the tests pass without meeting that refusal at all.
 VERSION = "3.3.4"
-_PREFIX = "sockmail-haraka-"
-_OWNER_FILE = "owner.pid"  # the pid of the process that started the instance
 _PID_FILE = "haraka.pid"
 
 # The reply Haraka gives each command pipelined behind the end of DATA (3.3.4 and later).
@@ -231,14 +228,7 @@ def installed_version() -> str:
     return version
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class HarakaInstance:
+class HarakaInstance(Instance):
     """Haraka with its own configuration, plugins, store and log, on 127.0.0.1.
 
     It listens on ``port`` (which its start-up check talks to) and on ``endpoints``
@@ -247,13 +237,14 @@ class HarakaInstance:
     for a client that speaks too soon.
     """
 
+    prefix = "sockmail-haraka-"
+
     def __init__(self, *, endpoints: int = 0, early_talker_pause: float = 0.1) -> None:
-        self.host = HOST
+        super().__init__()
         self.port = free_port()
         self.endpoint_ports = tuple(free_port() for _ in range(endpoints))
         self._handed_out = 0
         self.early_talker_pause = early_talker_pause
-        self.directory = Path(tempfile.mkdtemp(prefix=_PREFIX))
         self.home = self.directory / "haraka"  # made by `haraka -i`
         self.config = self.home / "config"
         self.store = self.home / "store"
@@ -273,39 +264,21 @@ class HarakaInstance:
 
     # Starting and stopping
 
-    def __enter__(self) -> HarakaInstance:
-        return self.start()
+    def _launch(self, timeout: float) -> None:
+        self._install()
+        self._write_configuration()
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(HARAKA), "-c", str(self.home)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped as one
+            )
+        (self.directory / _PID_FILE).write_text(f"{self.process.pid}\n")
+        self._wait_until_listening(timeout)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self, timeout: float = 30.0) -> HarakaInstance:
-        stop_orphans()
-        try:
-            self._install()
-            self._write_configuration()
-            with self.log_path.open("wb") as log:
-                self.process = subprocess.Popen(
-                    [str(HARAKA), "-c", str(self.home)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, stopped as one
-                )
-            (self.directory / _PID_FILE).write_text(f"{self.process.pid}\n")
-            self._wait_until_listening(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop Haraka (if it runs) and remove its directory. Safe to call twice."""
+    def _halt(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -316,7 +289,15 @@ class HarakaInstance:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @classmethod
+    def _halt_orphan(cls, directory: Path) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((directory / _PID_FILE).read_text())
+            # Only if that pid is still this instance's Haraka (`haraka -c <its home>`).
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if process_alive(pid) and str(directory / "haraka").encode() in command:
+                os.killpg(pid, signal.SIGKILL)  # its own group: Haraka and nothing else
 
     def _install(self) -> None:
         result = subprocess.run(
@@ -332,7 +313,6 @@ class HarakaInstance:
             )
 
     def _write_configuration(self) -> None:
-        (self.directory / _OWNER_FILE).write_text(f"{os.getpid()}\n")
         listen = ",".join(f"{self.host}:{port}" for port in self._ports)
         (self.config / "me").write_text("haraka.sockmail.test\n")
         (self.config / "smtp.ini").write_text(_SMTP_INI.format(listen=listen))
@@ -350,17 +330,19 @@ class HarakaInstance:
         """Until Haraka has said it listens on every port and answers a connection to
         ``port`` with 220 (the check then says QUIT)."""
         addresses = [f"Listening on {self.host}:{port}" for port in self._ports]
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def listening() -> bool:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"haraka exited before it listened:\n{self.log()}")
             log = self.log()
-            with contextlib.suppress(OSError):
-                if all(a in log for a in addresses) and _greeting(self.host, self.port):
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"haraka gave no 220 within {timeout} s:\n{log}")
-            time.sleep(0.1)
+            return all(a in log for a in addresses) and _greeting(self.host, self.port)
+
+        wait_until(
+            listening,
+            timeout,
+            lambda: f"haraka gave no 220 within {timeout} s:\n{self.log()}",
+            interval=0.1,
+        )
 
     # Reading back
 
@@ -425,34 +407,6 @@ class HarakaEndpoint:
             for line in lines
             if (match := _CONNECT.search(line)) and int(match[2]) == self.port
         }
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def stop_orphans() -> None:
-    """Stop and remove instances whose starting process is gone (killed before it
-    could stop them), so none outlives a crashed test run for long."""
-    for directory in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
-        try:
-            owner = int((directory / _OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(owner):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            pid = int((directory / _PID_FILE).read_text())
-            # Only if that pid is still this instance's Haraka (`haraka -c <its home>`).
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if _alive(pid) and str(directory / "haraka").encode() in command:
-                os.killpg(pid, signal.SIGKILL)  # its own group: Haraka and nothing else
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _connection(line: str) -> str | None:

@@ -29,24 +29,19 @@ import pty
 import pwd
 import re
 import select
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from tests.instances import Instance, accepts_connections, free_port, wait_until
 
 POSTFIX = "/usr/sbin/postfix"
-HOST = "127.0.0.1"
 DOMAIN = "sockmail.test"  # every address here is delivered into the one Maildir
 # The headers Postfix adds in front of a delivered message: cleanup the Received:
 # line, the virtual delivery agent Return-Path:, X-Original-To: and Delivered-To:.
 PREPENDED_HEADERS = frozenset({"received", "return-path", "x-original-to", "delivered-to"})
-_PREFIX = "sockmail-postfix-"
-_OWNER_FILE = "owner.pid"  # the pid of the process that started the instance
 
 # The services the instance runs; none chrooted (nothing to copy into the queue
 # directory), no pickup (nothing is submitted locally), no smtp client (nothing leaves).
@@ -220,20 +215,13 @@ def unavailable() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _tmp_parent() -> str | None:
     """/dev/shm when it is a writable directory (tmpfs: fsync is free), else the default."""
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
-class PostfixInstance:
+class PostfixInstance(Instance):
     """Postfix with its own configuration, queue and mailbox, on 127.0.0.1.
 
     ``deliver=False`` discards accepted mail instead of writing it to the Maildir
@@ -242,18 +230,23 @@ class PostfixInstance:
     on ``port`` and implicit TLS on ``tls_port``.
     """
 
+    prefix = "sockmail-postfix-"
+
     def __init__(self, *, tls_chain_pem: bytes | None = None, deliver: bool = True) -> None:
-        self.host = HOST
+        super().__init__()
         self.port = free_port()
         self.tls_port: int | None = free_port() if tls_chain_pem else None
         self.domain = DOMAIN
         self.deliver = deliver
         self._tls_chain_pem = tls_chain_pem
-        self.directory = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=_tmp_parent()))
         self.config = self.directory / "config"
         self.maillog = self.directory / "maillog"
         self.maildir = self.directory / "mail" / "Maildir"
         self.running = False
+
+    @classmethod
+    def parent(cls) -> str | None:
+        return _tmp_parent()
 
     @property
     def tls(self) -> Endpoint:
@@ -264,40 +257,36 @@ class PostfixInstance:
 
     # Starting and stopping
 
-    def __enter__(self) -> PostfixInstance:
-        return self.start()
+    def _launch(self, timeout: float) -> None:
+        self._write_configuration()
+        self.postfix("check")
+        # "start" would run the same checks again unless told they were just done.
+        (self.directory / "queue" / "quick-start").touch()
+        self.postfix("start")
+        self.running = True
+        for port in (self.port, self.tls_port):
+            if port is not None:
+                self._wait_for_port(port, timeout)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _wait_for_port(self, port: int, timeout: float) -> None:
+        wait_until(
+            lambda: accepts_connections(self.host, port),
+            timeout,
+            lambda: (
+                f"postfix does not listen on {self.host}:{port} after {timeout} s"
+                f"\n--- maillog:\n{self.log()[-4000:]}"
+            ),
+        )
 
-    def start(self, timeout: float = 30.0) -> PostfixInstance:
-        stop_orphans()
-        try:
-            self._write_configuration()
-            self.postfix("check")
-            # "start" would run the same checks again unless told they were just done.
-            (self.directory / "queue" / "quick-start").touch()
-            self.postfix("start")
-            self.running = True
-            for port in (self.port, self.tls_port):
-                if port is not None:
-                    _wait_for_port(self.host, port, timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop the instance (if it runs) and remove its directory. Safe to call twice."""
+    def _halt(self) -> None:
         if self.running or (self.directory / "queue" / "pid" / "master.pid").exists():
             _stop(self.config)
         self.running = False
-        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @classmethod
+    def _halt_orphan(cls, directory: Path) -> None:
+        if (directory / "config" / "main.cf").exists():
+            _stop(directory / "config")
 
     def postfix(self, *command: str) -> str:
         """Run ``postfix -c CONFIG <command>``; its output, or an error with the log."""
@@ -311,7 +300,6 @@ class PostfixInstance:
 
     def _write_configuration(self) -> None:
         self.directory.chmod(0o755)  # the daemons, as user postfix, look inside
-        (self.directory / _OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.config.mkdir()
         # Owned by root (as made here); "postfix check" makes its subdirectories with
         # the owners and modes they need (post-install create-missing).
@@ -451,53 +439,10 @@ def _run_postfix(config: Path, *command: str, timeout: float = 60) -> tuple[int,
     return returncode, output.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
-def _wait_for_port(host: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def _stop(config: Path) -> None:
     """``postfix stop`` (which waits for the master to exit, and kills it after 5 s);
     a master that is not running is fine."""
     _run_postfix(config, "stop", timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def stop_orphans() -> None:
-    """Stop and remove instances whose starting process is gone (killed before it
-    could stop them), so none outlives a crashed test run for long."""
-    parent = Path(_tmp_parent() or tempfile.gettempdir())
-    for directory in parent.glob(f"{_PREFIX}*"):
-        try:
-            owner = int((directory / _OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(owner):
-            continue
-        if (directory / "config" / "main.cf").exists():
-            _stop(directory / "config")
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

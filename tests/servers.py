@@ -16,6 +16,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from django.core.mail import get_connection
 
 from django_sockmail.backend import EmailBackend
+from tests.instances import free_port
 
 
 class Address(Protocol):
@@ -31,13 +32,6 @@ def backend_for(server: Address, **kwargs: Any) -> EmailBackend:
     )
     assert isinstance(backend, EmailBackend)
     return backend
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -20,6 +20,7 @@ from django_sockmail.smtp.errors import (
     SMTPServerDisconnected,
 )
 from tests import toolkit
+from tests.instances import free_port
 from tests.servers import (
     DROP,
     Address,
@@ -28,7 +29,6 @@ from tests.servers import (
     ScriptedServer,
     SMTPServer,
     backend_for,
-    free_port,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,6 +15,7 @@ from django.core.mail import EmailMessage, send_mail
 
 from django_sockmail.models import Message, Recipient, Session
 from django_sockmail.smtp.errors import SMTPProtocolError
+from tests.instances import free_port
 from tests.servers import (
     DROP,
     STALL,
@@ -24,7 +25,6 @@ from tests.servers import (
     Scripted,
     SMTPServer,
     backend_for,
-    free_port,
     note_mail_from,
 )
 from tests.toolkit import client_commands, server_lines, transcript

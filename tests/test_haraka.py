@@ -12,7 +12,6 @@ client has never met, whatever ran before.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from email.utils import make_msgid
 
@@ -33,19 +32,12 @@ from tests.haraka import (
     replies,
     unavailable,
 )
+from tests.instances import where_available
 from tests.servers import backend_for
 from tests.toolkit import message
 
-# Under CI the instance must run (a missing Haraka fails the tests, with the reason);
-# elsewhere a machine without it (no .haraka/, no node) skips them.
-_UNAVAILABLE = unavailable()
-pytestmark = [
-    pytest.mark.skipif(
-        _UNAVAILABLE is not None and os.environ.get("CI") != "true",
-        reason=f"no private Haraka here: {_UNAVAILABLE}",
-    ),
-    pytest.mark.django_db(transaction=True),
-]
+# Skipped on a machine without Haraka (no .haraka/, no node), but not under CI.
+pytestmark = [where_available("Haraka", unavailable()), pytest.mark.django_db(transaction=True)]
 
 SENDER = "sender@example.org"
 

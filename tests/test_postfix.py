@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.generator
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,13 @@ from django_sockmail import DSN
 from django_sockmail.models import Message, Session
 from django_sockmail.rendering import render
 from django_sockmail.smtp.data import normalize_line_endings
+from tests.instances import where_available
 from tests.postfix import PREPENDED_HEADERS, Delivered, PostfixInstance, unavailable
 from tests.servers import backend_for
 from tests.toolkit import client_commands, server_lines
 
-# Under CI the instance must run (a missing Postfix fails the tests, with the reason);
-# elsewhere a machine without Postfix, or without root to start it, skips them.
-_UNAVAILABLE = unavailable()
-pytestmark = [
-    pytest.mark.skipif(
-        _UNAVAILABLE is not None and os.environ.get("CI") != "true",
-        reason=f"no private Postfix here: {_UNAVAILABLE}",
-    ),
-    pytest.mark.django_db(transaction=True),
-]
+# Skipped on a machine without Postfix, or without root to start it, but not under CI.
+pytestmark = [where_available("Postfix", unavailable()), pytest.mark.django_db(transaction=True)]
 
 DOMAIN = "sockmail.test"  # what the instance delivers; anything else it refuses
 SENDER = "sender@example.org"  # outside it, so no bounce or DSN comes back to the Maildir

@@ -26,6 +26,7 @@ from django_sockmail import recorder
 from django_sockmail.management.commands import sockmail_probe
 from django_sockmail.management.commands.sockmail_probe import PASSWORD_ENV, parse_target
 from django_sockmail.models import Session
+from tests.instances import free_port
 from tests.servers import (
     STALL,
     USERS,
@@ -34,7 +35,6 @@ from tests.servers import (
     Scripted,
     ScriptedServer,
     SMTPServer,
-    free_port,
     replying_authenticator,
     server_context,
 )
