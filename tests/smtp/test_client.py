@@ -11,6 +11,7 @@ from django_sockmail.smtp.client import SMTPClient, default_port, host_port
 from django_sockmail.smtp.envelope import make_envelope
 from django_sockmail.smtp.errors import (
     SMTPConnectError,
+    SMTPOutOfStepError,
     SMTPProtocolError,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -213,3 +214,30 @@ def test_each_security_has_its_default_port() -> None:
         25,
         25,
     ]
+
+
+# A reply read before a command was written cannot answer it: when the replies read
+# so far answer every command written, one more is a reply to no command, and the
+# client stops before writing what the next reply would be taken to answer.
+
+
+def test_one_at_a_time_a_reply_too_many_stops_the_next_command(scripted: Any) -> None:
+    server = scripted(HostileResponder({"MAIL": b"250 2.1.0 Ok\r\n250 2.1.0 Ok, again\r\n"}))
+    client = SMTPClient(server.host, server.port, timeout=5)
+    client.open()
+    with pytest.raises(SMTPOutOfStepError) as info:
+        client.send(ENVELOPE, b"Subject: x\r\n\r\nbody\r\n")
+    assert str(info.value) == "The server sent a reply to no command"
+    assert info.value.outcome is not None and info.value.outcome.status == "not_sent"
+    assert not any(line.startswith(b"RCPT") for line in server.conversations[0].received)
+
+
+def test_pipelined_a_reply_behind_the_354_stops_the_content(scripted: Any) -> None:
+    server = scripted(HostileResponder({"DATA": b"354 go\r\n250 2.0.0 Ok\r\n"}, pipelining=True))
+    client = SMTPClient(server.host, server.port, timeout=5)
+    client.open()
+    with pytest.raises(SMTPOutOfStepError) as info:
+        client.send(ENVELOPE, b"Subject: x\r\n\r\nthe content\r\n")
+    assert str(info.value) == "The server sent a reply to no command"
+    assert info.value.outcome is not None and info.value.outcome.status == "not_sent"
+    assert b"the content" not in server.conversations[0].received
