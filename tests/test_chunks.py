@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 
-from django_sockmail import recorder
+from django_sockmail import bulk, recorder
 from django_sockmail.models import Session, TranscriptChunk, TranscriptLine
 from django_sockmail.recorder import record, write_so_far
 from django_sockmail.transcript import Line, Transcript
@@ -94,7 +94,7 @@ def assert_within_the_text_limit(session: Session, limit: int) -> None:
 
 @pytest.mark.django_db
 def test_long_lines_go_fewer_to_a_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recorder, "TEXT_PER_QUERY", 1000)
+    monkeypatch.setattr(bulk, "TEXT_PER_QUERY", 1000)
     sizes = [300, 300, 300, 300, 2500, 10, 990, 11, 1000, 1, 1, 999, 1]
     texts = [chr(ord("a") + i) * size for i, size in enumerate(sizes)]
 
@@ -122,7 +122,7 @@ def test_long_lines_go_fewer_to_a_chunk(monkeypatch: pytest.MonkeyPatch) -> None
 def test_full_content_lines_of_hundreds_of_kilobytes() -> None:
     # STORE_CONTENT "full" keeps a message's content in one line: a few of those fill
     # a chunk's MiB long before its thousand lines.
-    assert recorder.TEXT_PER_QUERY == 1 << 20
+    assert bulk.TEXT_PER_QUERY == 1 << 20
     content = "Subject: big\n\n" + "x" * 399_000 + '\nÿ "quoted" \\ and a tab\t.\n'
     texts = ["220 mx.example.com ESMTP"]
     for n in range(5):

@@ -13,7 +13,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from pytest_django import Settings
 
-from django_sockmail import recorder
+from django_sockmail import bulk, recorder
 from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.recorder import record
 from django_sockmail.smtp import results
@@ -273,7 +273,7 @@ def chunk_queries(transcript: Transcript) -> int:
 def test_the_number_of_queries_grows_only_by_chunks_of_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(recorder, "ROWS_PER_QUERY", 10)
+    monkeypatch.setattr(bulk, "ROWS_PER_QUERY", 10)
     monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 10)
     fewest = queries(long_session(messages=1, lines=1))
 
@@ -306,7 +306,7 @@ def test_a_long_transcript_is_a_few_chunks_in_one_query() -> None:
 def test_rows_written_in_chunks_keep_their_order_and_their_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(recorder, "ROWS_PER_QUERY", 10)
+    monkeypatch.setattr(bulk, "ROWS_PER_QUERY", 10)
     monkeypatch.setattr(recorder, "LINES_PER_CHUNK", 3)  # 12 chunks: two queries
 
     session = record(long_session(messages=25, lines=35))
@@ -332,9 +332,9 @@ def test_rows_written_in_chunks_keep_their_order_and_their_message(
 
 
 def test_recording_holds_only_a_chunk_of_rows_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recorder, "ROWS_PER_QUERY", 100)
+    monkeypatch.setattr(bulk, "ROWS_PER_QUERY", 100)
     # About three chunks' JSON (30 kB each) to a query, so a query holds a tenth of it.
-    monkeypatch.setattr(recorder, "TEXT_PER_QUERY", 100_000)
+    monkeypatch.setattr(bulk, "TEXT_PER_QUERY", 100_000)
     transcript = long_session(messages=2000, lines=20_000)
 
     tracemalloc.start()
@@ -352,7 +352,7 @@ def test_recording_holds_only_a_chunk_of_rows_at_once(monkeypatch: pytest.Monkey
 
 def test_long_texts_go_fewer_to_a_query(monkeypatch: pytest.MonkeyPatch) -> None:
     # A "full" content line can hold CONTENT_MAX_BYTES: a query takes a bounded amount.
-    monkeypatch.setattr(recorder, "TEXT_PER_QUERY", 1000)
+    monkeypatch.setattr(bulk, "TEXT_PER_QUERY", 1000)
     short = queries(long_session(messages=1, lines=4))
     long = long_session(messages=1, lines=0)
     long.lines = [Line(0.001 * i, "D", f"{i}" * 600) for i in range(1, 5)]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from django_sockmail import recorder
+from django_sockmail import bulk, recorder
 from django_sockmail.models import Message, Session
 from django_sockmail.transcript import Transcript
 from tests import toolkit
@@ -120,7 +120,7 @@ def test_an_open_session_is_in_the_database_before_it_ends(smtpd: SMTPServer) ->
 def test_a_failed_write_keeps_everything_for_the_next(
     smtpd: SMTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_insert, calls = recorder._insert, []
+    real_insert, calls = bulk.insert, []
 
     def failing_once(*args: Any) -> None:
         calls.append(1)
@@ -128,7 +128,7 @@ def test_a_failed_write_keeps_everything_for_the_next(
             raise RuntimeError("the audit database is away")
         real_insert(*args)
 
-    monkeypatch.setattr(recorder, "_insert", failing_once)
+    monkeypatch.setattr(bulk, "insert", failing_once)
     with override_settings(SOCKMAIL={"WRITE_EVERY": 5}):
         assert backend_for(smtpd).send_messages(batch(7)) == 7
     [session] = Session.objects.all()
