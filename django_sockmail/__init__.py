@@ -9,6 +9,10 @@ settings nor the app registry:
   ``MessageOutcome`` (status, queue id, each recipient's ``RecipientOutcome``, the
   ``Reply`` that stopped it). The same object is ``message.sockmail_outcome``, which
   code written before ``outcome_of`` reads.
+- ``MessageStatus`` and ``SessionStatus`` — the statuses a message and a session end
+  with (``sent``, ``partial``, ``deferred``, ``failed``, ``not_sent``, ``unknown``;
+  ``ok``, ``failed``, ``timeout``), strings that compare equal to the values the
+  audit log stores.
 - ``DSN`` — delivery status notification requests (RFC 3461), given to a message as
   ``message.sockmail_dsn``.
 - ``message_sent``, ``message_failed``, ``session_recorded`` — the signals (see
@@ -42,12 +46,14 @@ from .smtp.errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
-from .smtp.replies import Reply
+from .smtp.reply import Reply
 from .smtp.results import MessageOutcome, RecipientOutcome
+from .smtp.status import MessageStatus, SessionStatus
 
 __all__ = [
     "DSN",
     "MessageOutcome",
+    "MessageStatus",
     "RecipientOutcome",
     "Reply",
     "SMTPAuthenticationError",
@@ -64,6 +70,7 @@ __all__ = [
     "SMTPServerDisconnected",
     "SMTPTLSError",
     "SMTPTimeoutError",
+    "SessionStatus",
     "message_failed",
     "message_sent",
     "outcome_of",

@@ -63,7 +63,7 @@ def parse_target(text: str, default_port: int) -> tuple[str, int]:
         host, colon, port_text = text.partition(":")
         if not colon:
             port_text = ""
-    if not host or any(ch.isspace() or not ch.isprintable() for ch in host):
+    if not _is_token(host):
         raise ValueError(f"{text!r} is not a host name or address")
     if not port_text:
         if text.endswith(":"):
@@ -379,6 +379,7 @@ def _ssl_context(cafile: str | None, security: Security) -> ssl.SSLContext | Non
 
 
 def _is_token(text: str) -> bool:
+    """Printable, without spaces, and not empty: a host name, an address, an AUTH name."""
     return bool(text) and all(ch.isprintable() and not ch.isspace() for ch in text)
 
 
