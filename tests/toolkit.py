@@ -22,7 +22,7 @@ from django.core.mail import EmailMessage
 from django_sockmail.models import Session
 from django_sockmail.recorder import record
 from django_sockmail.smtp.events import TLSInfo
-from django_sockmail.smtp.replies import Reply
+from django_sockmail.smtp.reply import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import Line, MessageRecord, Transcript
 from tests.servers import Address
