@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
+from django_sockmail import outcome_of
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session
 from django_sockmail.rendering import render
@@ -138,7 +139,7 @@ def test_one_refused_recipient_does_not_stop_the_others(smtpd: SMTPServer) -> No
     message = EmailMessage("s", "b", "from@example.org", ["ok@example.org", "x@refused.test"])
     assert backend_for(smtpd).send_messages([message]) == 1
     assert smtpd.messages[0].rcpt_tos == ["ok@example.org"]
-    outcome = message.sockmail_outcome  # type: ignore[attr-defined]
+    outcome = outcome_of(message)
     assert outcome.status == "partial"
     assert outcome.refused_recipients["x@refused.test"].code == 550
     recorded = Session.objects.get().messages.get()

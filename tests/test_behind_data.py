@@ -18,10 +18,8 @@ from functools import partial
 from typing import Any
 
 import pytest
-from django.core.mail import EmailMessage
 from django.test import override_settings
 
-from django_sockmail import outcome_of
 from django_sockmail.models import Session
 from tests import toolkit
 from tests.faults import (
@@ -31,6 +29,7 @@ from tests.faults import (
     written_behind_data,
 )
 from tests.servers import Scripted, backend_for
+from tests.toolkit import statuses
 
 pytestmark = pytest.mark.django_db
 
@@ -38,10 +37,6 @@ EHLO_CHUNKING = b"250-refuses.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHA
 
 
 batch = partial(toolkit.batch, first=1, subject="Message {n}", body="Body", domain="example.com")
-
-
-def statuses(messages: list[EmailMessage]) -> list[str]:
-    return [outcome_of(m).status for m in messages]
 
 
 def subjects(responder: RefusesBehindData) -> list[str]:

@@ -13,6 +13,7 @@ import trustme
 from django.core.mail import EmailMessage
 from django.utils.functional import lazy
 
+from django_sockmail import outcome_of
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Message, Session
 from django_sockmail.smtp.errors import SMTPProtocolError
@@ -44,7 +45,7 @@ def test_content_sent_but_no_verdict_is_unknown_not_unsent(scripted: Any) -> Non
     first, second = message(), message()
     with pytest.raises(smtplib.SMTPServerDisconnected) as info:
         backend_for(server).send_messages([first, second])
-    assert first.sockmail_outcome.status == "unknown"  # type: ignore[attr-defined]
+    assert outcome_of(first).status == "unknown"
     assert info.value.unknown_messages == [first]  # type: ignore[attr-defined]
     assert info.value.unsent_messages == [second]  # type: ignore[attr-defined]
     assert info.value.sent_messages == []  # type: ignore[attr-defined]
@@ -81,7 +82,7 @@ def test_a_verdict_followed_by_garbage_still_counts(scripted: Any) -> None:
     server = scripted(script)
     sent = message()
     assert backend_for(server).send_messages([sent]) == 1
-    assert sent.sockmail_outcome.queue_id == "ABC123"  # type: ignore[attr-defined]
+    assert outcome_of(sent).queue_id == "ABC123"
     session = Session.objects.get()
     assert session.messages.get().status == "sent"
     assert session.status == "failed" and "SMTPProtocolError" in session.error

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.mail import EmailMessage, send_mail
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Message, Recipient, Session
 from django_sockmail.smtp.errors import SMTPProtocolError
 from tests.instances import free_port
@@ -247,7 +248,7 @@ def test_some_recipients_refused_delivers_to_the_rest(smtpd: SMTPServer) -> None
 
     [received] = smtpd.messages
     assert received.rcpt_tos == ["ok@example.com"]
-    assert message.sockmail_outcome.status == "partial"  # type: ignore[attr-defined]
+    assert outcome_of(message).status == "partial"
     assert Message.objects.get().status == "partial"
     rows = {r.address: r for r in Recipient.objects.all()}
     assert (rows["ok@example.com"].accepted, rows["ok@example.com"].reply_code) == (True, 250)
@@ -400,7 +401,7 @@ def test_a_batch_stopped_by_a_refusal_says_what_was_and_was_not_sent(
     assert error.smtp_code == 554
     assert list(error.sent_messages) == messages[:1]
     assert list(error.unsent_messages) == messages[1:]
-    statuses = [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+    statuses = [outcome_of(m).status for m in messages]
     assert statuses == ["sent", "failed", "not_sent"]
     assert target.responder is not None
     target.responder.wait()
@@ -416,7 +417,7 @@ def test_a_batch_with_fail_silently_goes_on_after_a_refusal(script: Callable[...
 
     assert backend_for(target, fail_silently=True).send_messages(messages) == 2
 
-    statuses = [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+    statuses = [outcome_of(m).status for m in messages]
     assert statuses == ["sent", "failed", "sent"]
 
 
@@ -431,5 +432,5 @@ def test_a_batch_that_never_got_a_session_has_every_message_unsent() -> None:
     error: Any = excinfo.value
     assert list(error.sent_messages) == []
     assert list(error.unsent_messages) == messages
-    statuses = [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
+    statuses = [outcome_of(m).status for m in messages]
     assert statuses == ["not_sent", "not_sent"]

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from django.core.mail import EmailMessage
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Message, Session
 from django_sockmail.smtp.errors import (
     SMTPDataError,
@@ -54,7 +55,7 @@ from tests.faults import (
     StopReading,
 )
 from tests.servers import Address, Answer, Scripted, ScriptedServer, SMTPServer, backend_for
-from tests.toolkit import session_at
+from tests.toolkit import session_at, statuses
 
 pytestmark = pytest.mark.django_db
 
@@ -69,10 +70,6 @@ Messages = list[EmailMessage]
 
 # Three messages, "Message 1" to "Message 3", from SENDER, each to its own recipient.
 batch = partial(toolkit.batch, 3, first=1, subject="Message {n}", body="Body", domain="example.com")
-
-
-def statuses(messages: Messages) -> list[str]:
-    return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
 
 
 def send(server: Address, messages: Messages, timeout: float = 2) -> SMTPError:
@@ -742,7 +739,7 @@ def test_a_server_that_stops_reading_the_content(
     assert type(error) is SMTPTimeoutError
     assert isinstance(error, TimeoutError)
     assert "sending" in str(error)  # stuck writing, not waiting for a reply
-    outcome = messages[1].sockmail_outcome  # type: ignore[attr-defined]
+    outcome = outcome_of(messages[1])
     assert len(stop.taken) == 65536 < outcome.size
     session = session_at(server)
     # Message 2's content was queued (so it is in the transcript) but never all

@@ -19,7 +19,6 @@ import pytest
 from django.core.mail import EmailMessage, send_mail
 from django.test import override_settings
 
-from django_sockmail import outcome_of
 from django_sockmail.models import Message, Session
 from tests.faults import written_behind_data
 from tests.haraka import (
@@ -34,7 +33,7 @@ from tests.haraka import (
 )
 from tests.instances import where_available
 from tests.servers import backend_for
-from tests.toolkit import message
+from tests.toolkit import message, statuses
 
 # Skipped on a machine without Haraka (no .haraka/, no node), but not under CI.
 pytestmark = [where_available("Haraka", unavailable()), pytest.mark.django_db(transaction=True)]
@@ -79,10 +78,6 @@ def batch(count: int) -> list[EmailMessage]:
 
 def message_ids(messages: Sequence[EmailMessage]) -> list[str]:
     return sorted(m.extra_headers["Message-ID"] for m in messages)
-
-
-def statuses(messages: Sequence[EmailMessage]) -> list[str]:
-    return [outcome_of(m).status for m in messages]
 
 
 def delivered_ids(haraka: HarakaEndpoint) -> list[str]:

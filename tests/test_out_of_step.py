@@ -26,7 +26,7 @@ from django_sockmail.smtp.errors import SMTPOutOfStepError, SMTPProtocolError
 from tests import toolkit
 from tests.faults import Behaviour, HostileResponder
 from tests.servers import Conversation, Scripted, ScriptedServer, SMTPServer, backend_for
-from tests.toolkit import session_at
+from tests.toolkit import session_at, statuses
 
 pytestmark = pytest.mark.django_db
 
@@ -40,10 +40,6 @@ EHLO_CHUNKING_ENHANCED = (
 
 
 batch = partial(toolkit.batch, first=1, subject="Message {n}", body="Body", domain="example.com")
-
-
-def statuses(messages: list[EmailMessage]) -> list[str]:
-    return [m.sockmail_outcome.status for m in messages]  # type: ignore[attr-defined]
 
 
 def stored(server: Any) -> list[tuple[str, str]]:

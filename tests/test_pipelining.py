@@ -18,7 +18,7 @@ from django_sockmail.models import Session
 from django_sockmail.smtp.errors import SMTPOutOfStepError
 from tests import toolkit
 from tests.servers import Conversation, Responder, backend_for
-from tests.toolkit import message, transcript
+from tests.toolkit import message, statuses, transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -267,10 +267,6 @@ def batch_server(count: int, answer: Answer = lambda n, verb: None) -> Any:
 def at(index: int, verb: str, reply: bytes) -> Answer:
     """An ``answer`` for :func:`batch_server`: ``reply`` to one command of one message."""
     return lambda n, v: reply if (n, v) == (index, verb) else None
-
-
-def statuses(messages: list[EmailMessage]) -> list[str]:
-    return [outcome_of(m).status for m in messages]
 
 
 batch = partial(toolkit.batch, to="{n}@example.org")

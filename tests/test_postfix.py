@@ -20,7 +20,7 @@ import trustme
 from django.core.mail import EmailMessage
 from django.test import override_settings
 
-from django_sockmail import DSN
+from django_sockmail import DSN, outcome_of
 from django_sockmail.models import Message, Session
 from django_sockmail.rendering import render
 from django_sockmail.smtp.data import normalize_line_endings
@@ -117,7 +117,7 @@ def assert_delivered_exactly(delivered: Delivered, message: EmailMessage) -> Non
     added = delivered.prepended(sent)
     assert {name.lower() for name, _ in added} <= PREPENDED_HEADERS, added
     assert [name for name, _ in added].count("Received") == 1, added
-    outcome = message.sockmail_outcome  # type: ignore[attr-defined]
+    outcome = outcome_of(message)
     assert outcome.status == "sent"
     assert outcome.size == len(sent)
     assert outcome.sha256 == hashlib.sha256(sent).hexdigest()
@@ -196,7 +196,7 @@ def test_a_recipient_postfix_refuses_leaves_the_message_partly_sent(
 
     assert send(postfix, [message]) == 1
 
-    outcome = message.sockmail_outcome  # type: ignore[attr-defined]
+    outcome = outcome_of(message)
     assert outcome.status == "partial"
     [(address, reply)] = outcome.refused_recipients.items()
     assert address == "elsewhere@example.net"

@@ -33,13 +33,13 @@ from tests.servers import (
     MakeServer,
     Responder,
     Scripted,
-    ScriptedServer,
     SMTPServer,
     replying_authenticator,
     server_context,
 )
 from tests.test_auth import assert_no_secret_stored, secret_forms
 from tests.test_tls import der_fingerprint
+from tests.toolkit import target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,10 +102,6 @@ def recorded_lines(session: Session) -> list[str]:
         f"* {line.text}" if line.direction == "*" else f"{line.direction}: {line.text}"
         for line in session.transcript_lines()
     ]
-
-
-def target(server: SMTPServer | ScriptedServer) -> str:
-    return f"{server.host}:{server.port}"
 
 
 def unit_name(name: x509.Name) -> str:

@@ -32,16 +32,13 @@ from tests.servers import (
     backend_for,
     server_context,
 )
+from tests.toolkit import target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OURS = "django_sockmail.backend.EmailBackend"
 
 OFFERS_BOTH = b"250-both.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
-
-
-def target(server: SMTPServer) -> str:
-    return f"{server.host}:{server.port}"
 
 
 message = partial(toolkit.message, body="line one\n.dotted\n")

@@ -13,7 +13,8 @@ from django_sockmail.models import Session
 from django_sockmail.transcript_text import transcript_line
 from tests.servers import Responder, Scripted
 from tests.test_admin import download
-from tests.test_probe import ESCAPED, HOSTILE, HOSTILE_BYTES, probe, target
+from tests.test_probe import ESCAPED, HOSTILE, HOSTILE_BYTES, probe
+from tests.toolkit import target
 
 # A refusal of two lines, as the client words it in the transcript's error line.
 TWO_LINES = f"error: SMTPConnectError: 554 5.7.1 first\n5.7.1 {HOSTILE}"

@@ -19,8 +19,10 @@ from datetime import datetime, timedelta, timezone
 
 from django.core.mail import EmailMessage
 
+from django_sockmail import outcome_of
 from django_sockmail.models import Session
 from django_sockmail.recorder import record
+from django_sockmail.smtp.client import host_port
 from django_sockmail.smtp.events import TLSInfo
 from django_sockmail.smtp.reply import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
@@ -123,6 +125,16 @@ CONVERSATION = [
     ("S", "221 2.0.0 Bye"),
     ("*", "connection closed"),
 ]
+
+
+def statuses(messages: Sequence[EmailMessage]) -> list[str]:
+    """What the backend made of each message, in order."""
+    return [outcome_of(m).status for m in messages]
+
+
+def target(server: Address) -> str:
+    """A server as ``sockmail_probe`` and a connection error name it: host:port."""
+    return host_port(server.host, server.port)
 
 
 def lines_of(conversation: list[tuple[str, str]]) -> list[Line]:
