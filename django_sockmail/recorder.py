@@ -173,7 +173,7 @@ def _message_ids(using: str, session: Session, *, first: int, last: int) -> Quer
 def _message_row(session_id: int, position: int, rec: MessageRecord) -> dict[str, Any]:
     """The row of a message, by field name."""
     outcome = rec.outcome
-    return {
+    row = {
         "session_id": session_id,
         "position": position,
         "envelope_from": outcome.sender,
@@ -188,18 +188,14 @@ def _message_row(session_id: int, position: int, rec: MessageRecord) -> dict[str
         "queue_id": outcome.queue_id,
         "error": outcome.error,
         "recipient_count": len(outcome.recipients),
-        **_reply_fields(_deciding_reply(outcome)),
     }
+    return _with_reply_fields(row, _deciding_reply(outcome))
 
 
 def _recipient_row(message_id: int, recipient: results.RecipientOutcome) -> dict[str, Any]:
     """The row of a recipient, by field name."""
-    return {
-        "message_id": message_id,
-        "address": recipient.address,
-        "accepted": recipient.accepted,
-        **_reply_fields(recipient.reply),
-    }
+    row = {"message_id": message_id, "address": recipient.address, "accepted": recipient.accepted}
+    return _with_reply_fields(row, recipient.reply)
 
 
 def _deciding_reply(outcome: MessageOutcome) -> Reply | None:
@@ -211,15 +207,13 @@ def _deciding_reply(outcome: MessageOutcome) -> Reply | None:
     return outcome.failure_reply
 
 
-def _reply_fields(reply: Reply | None) -> dict[str, Any]:
-    """The fields of a ``ServerReply`` (a message's or a recipient's), by name."""
-    if reply is None:
-        return {"reply_code": None, "reply_text": "", "enhanced_status": ""}
-    return {
-        "reply_code": reply.code,
-        "reply_text": reply.text,
-        "enhanced_status": reply.enhanced_status or "",
-    }
+def _with_reply_fields(row: dict[str, Any], reply: Reply | None) -> dict[str, Any]:
+    """``row`` with the fields of a ``ServerReply`` (a message's or a recipient's) added:
+    set one by one, not merged from a dict of their own, which would cost a dict a row."""
+    row["reply_code"] = None if reply is None else reply.code
+    row["reply_text"] = "" if reply is None else reply.text
+    row["enhanced_status"] = "" if reply is None else reply.enhanced_status or ""
+    return row
 
 
 def _insert_chunks(cursor: CursorWrapper, session_id: int, transcript: Transcript) -> None:
