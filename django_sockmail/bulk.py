@@ -51,33 +51,38 @@ def table(model: type[models.Model]) -> Table:
 def insert(cursor: CursorWrapper, table: Table, values: Iterable[Values]) -> None:
     """Insert a row of ``values`` each into ``table``, as many to a query as the bounds
     allow."""
-    write = _writer(cursor.db)
     per_query = _rows_per_query(cursor.db, table)
     values = iter(values)
     while chunk := list(itertools.islice(values, per_query)):
-        if table.text_size(chunk) <= TEXT_PER_QUERY:
-            write(cursor, table, table.rows(chunk))
+        rows = table.rows(chunk)
+        if table.text_size(rows) <= TEXT_PER_QUERY:
+            _writer(cursor.db)(cursor, table, rows)
         else:  # rarely: long texts, a few rows to a query
-            insert_large(cursor, table, chunk)
+            _insert_by_text(cursor, table, rows)
 
 
 def insert_large(cursor: CursorWrapper, table: Table, values: Iterable[Values]) -> None:
-    """Insert a row of ``values`` each, weighed as they come, to queries of at most
-    ROWS_PER_QUERY rows and, unless a row alone is longer, TEXT_PER_QUERY characters of
-    text: for rows of long text, of which no more than a query's worth is held at once."""
+    """Insert a row of ``values`` each, made as they come: for rows of long text, of
+    which no more than a query's worth is held at once."""
+    _insert_by_text(cursor, table, (row for value in values for row in table.rows([value])))
+
+
+def _insert_by_text(cursor: CursorWrapper, table: Table, rows: Iterable[Row]) -> None:
+    """``rows`` as they come, to queries of at most ROWS_PER_QUERY rows and, unless a
+    row alone is longer, TEXT_PER_QUERY characters of text."""
     write = _writer(cursor.db)
     per_query = _rows_per_query(cursor.db, table)
-    part: list[Values] = []
+    part: list[Row] = []
     size = 0
-    for row in values:
+    for row in rows:
         weight = table.text_size((row,))
         if part and (len(part) >= per_query or size + weight > TEXT_PER_QUERY):
-            write(cursor, table, table.rows(part))
+            write(cursor, table, part)
             part, size = [], 0
         part.append(row)
         size += weight
     if part:
-        write(cursor, table, table.rows(part))
+        write(cursor, table, part)
 
 
 def storable(texts: Sequence[str], max_length: int | None) -> Sequence[str]:
@@ -120,7 +125,7 @@ class Table:
         # (position in the row, max_length) of each text value.
         self._texts = [(i, texts[name]) for i, name in enumerate(self.fields) if name in texts]
         # The text values without a max_length: what counts against TEXT_PER_QUERY.
-        self._unbounded = _getter([name for name, limit in texts.items() if limit is None])
+        self._unbounded = _getter([i for i, max_length in self._texts if max_length is None])
 
     def rows(self, values: Sequence[Values]) -> list[Row]:
         """The rows of ``values``: a value for each of :attr:`fields` by name (none
@@ -145,9 +150,9 @@ class Table:
         names = set(itertools.chain.from_iterable(values)) ^ set(self.fields)
         return ValueError(f"{self.name}: fields without a value, or no fields: {sorted(names)}")
 
-    def text_size(self, values: Iterable[Values]) -> int:
-        """The characters of text in ``values`` that count against TEXT_PER_QUERY."""
-        return sum(map(len, itertools.chain.from_iterable(map(self._unbounded, values))))
+    def text_size(self, rows: Iterable[Row]) -> int:
+        """The characters of text in ``rows`` that count against TEXT_PER_QUERY."""
+        return sum(map(len, itertools.chain.from_iterable(map(self._unbounded, rows))))
 
 
 def _getter(keys: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import models
+from django.db import connection, models
 
 from django_sockmail import bulk, recorder
 from django_sockmail.models import Message, Recipient, TranscriptChunk
@@ -68,6 +68,20 @@ def test_a_field_without_a_value_or_a_name_that_is_no_field_is_refused() -> None
         table.rows([values, {**values, "size": 12}])
     with pytest.raises(ValueError, match=r"\['address', 'adress'\]"):  # a name misspelt
         table.rows([{**without_address, "adress": "a@example.org"}])
+
+
+@pytest.mark.django_db
+def test_a_row_is_checked_before_its_text_is_weighed() -> None:
+    message = recorder._message_row(7, 1, partly_refused_message())
+    chunk = next(recorder._chunk_rows(7, make_transcript()))
+    without_headers = {name: value for name, value in message.items() if name != "headers"}
+    without_lines = {name: value for name, value in chunk.items() if name != "lines"}
+
+    with connection.cursor() as cursor:
+        with pytest.raises(ValueError, match=r"\['headers'\]"):
+            bulk.insert(cursor, bulk.table(Message), [without_headers])
+        with pytest.raises(ValueError, match=r"\['lines'\]"):
+            bulk.insert_large(cursor, bulk.table(TranscriptChunk), [without_lines])
 
 
 def test_text_is_made_storable_a_column_at_a_time() -> None:
