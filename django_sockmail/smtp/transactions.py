@@ -50,12 +50,14 @@ class Step(Enum):
     ABANDON = "RSET after a refusal"  # one at a time: ends a transaction left open
     QUIT = "QUIT"  # behind the last transaction, when the session ends with the batch
 
+    # Members are singletons compared by identity: hash them so, in C, not by name
+    # (Enum.__hash__), for the lookup in TRANSITIONS on every reply.
+    __hash__ = object.__hash__
+
     @property
     def command(self) -> str:
         """The command's name for :func:`.protocol.answers`."""
-        if self in (Step.END, Step.BDAT, Step.EMPTY_END):
-            return "END"
-        return "RSET" if self is Step.ABANDON else self.value
+        return _ANSWERED_AS[self]
 
     @property
     def label(self) -> str:
@@ -65,7 +67,16 @@ class Step(Enum):
     @property
     def is_verdict(self) -> bool:
         """The reply to this is the verdict on the content: the data timeout applies."""
-        return self in (Step.END, Step.BDAT, Step.EMPTY_END)
+        return self in _VERDICTS
+
+
+_VERDICTS = frozenset({Step.END, Step.BDAT, Step.EMPTY_END})
+_ANSWERED_AS = {step: step.value for step in Step} | {
+    Step.END: "END",
+    Step.BDAT: "END",
+    Step.EMPTY_END: "END",
+    Step.ABANDON: "RSET",
+}
 
 
 class Then(Enum):
@@ -79,15 +90,17 @@ class Then(Enum):
 
 
 def _kind(reply: Reply) -> str:
-    if reply.code == 354:
-        return "354"
-    return f"{reply.code // 100}xx" if reply.code < 400 else "4xx/5xx"
+    code = reply.code
+    return "354" if code == 354 else _KINDS.get(code // 100, "4xx/5xx")
+
+
+_KINDS = {2: "2xx", 3: "3xx"}
 
 
 # What a reply does to its transaction, by the step it answers and the kind of reply.
 # Only what :func:`.protocol.answers` lets through is here: any other reply belongs to
 # another command, and the session is out of step. The refusal of the last recipient
-# when none was taken is ENVELOPE_REFUSED too (see _then).
+# when none was taken is ENVELOPE_REFUSED too (see _take).
 TRANSITIONS: dict[tuple[Step, str], Then] = {
     (Step.RSET, "2xx"): Then.GO_ON,
     (Step.RSET, "4xx/5xx"): Then.GO_ON,  # a server that keeps no state has nothing to reset
@@ -291,10 +304,12 @@ class TransactionEngine:
     ) -> list[Command]:
         # The driver writes exactly what the engine gives, in order: so the engine
         # knows where in the stream each message's content ends.
+        unanswered = self._data_unanswered()
         for step, index, cmd in items:
-            behind = not step.is_verdict and self._data_unanswered()
+            behind = unanswered and step not in _VERDICTS
             self._awaited.append(_Awaited(step, transaction, index, behind))
-            self.waiting_for_data = self.waiting_for_data or step is Step.DATA
+            if step is Step.DATA:
+                self.waiting_for_data = True
             self.queued += len(cmd.wire)
             if cmd.is_content:
                 transaction.written_at = self.queued
@@ -304,7 +319,9 @@ class TransactionEngine:
     def _data_unanswered(self) -> bool:
         # Commands written now follow the end of a DATA transaction's content whose
         # verdict has not come yet.
-        return not self.chunking and any(a.step is Step.END for a in self._awaited)
+        if self.chunking or not self._awaited:
+            return False
+        return any(a.step is Step.END for a in self._awaited)
 
     # Replies in
 
@@ -323,7 +340,7 @@ class TransactionEngine:
         if awaited.behind_data and self._refused_as_early(awaited, reply):
             self._refused_behind_data(awaited)
             return [], None
-        if not answers(awaited.step.command, reply, enhanced=self._enhanced):
+        if not answers(_ANSWERED_AS[awaited.step], reply, enhanced=self._enhanced):
             label = awaited.step.label
             raise SMTPOutOfStepError(f"The server answered {label} with {reply}: out of step")
         transaction = awaited.transaction
@@ -333,16 +350,15 @@ class TransactionEngine:
             return [], None
         if awaited.step is Step.DATA:
             self.waiting_for_data = False
-        _note(awaited, reply, transaction.outcome)
-        then = _then(awaited, reply, transaction.outcome)
+        then = _take(awaited, reply, transaction.outcome)
         return self._follow(then, awaited.step, transaction)
 
     def _follow(
         self, then: Then, step: Step, transaction: Transaction
     ) -> tuple[list[Command], Transaction | None]:
         outcome = transaction.outcome
-        if then is Then.GO_ON:
-            return self._write_next(transaction), None
+        if then is Then.GO_ON:  # pipelined, the rest of it is written already
+            return (self._write_next(transaction) if transaction.unwritten else []), None
         if then is Then.SEND_CONTENT:
             return self._after_354(transaction), None
         if then is Then.VERDICT:
@@ -359,8 +375,6 @@ class TransactionEngine:
         return [], self._finish(transaction)
 
     def _write_next(self, transaction: Transaction) -> list[Command]:
-        if not transaction.unwritten:
-            return []  # pipelined: all of it is written
         return self._write([transaction.unwritten.popleft()], transaction)
 
     def _after_354(self, transaction: Transaction) -> list[Command]:
@@ -481,31 +495,26 @@ class TransactionEngine:
         return settled
 
 
-def _then(awaited: _Awaited, reply: Reply, outcome: MessageOutcome) -> Then:
-    """The transition for ``reply``; once the last recipient is answered, an envelope
-    that nobody took ends the transaction whatever the table says."""
-    then = TRANSITIONS[awaited.step, _kind(reply)]
-    if outcome.envelope_accepted:
-        return then
-    if awaited.step is Step.RCPT and awaited.index == len(outcome.recipients) - 1:
-        return Then.ENVELOPE_REFUSED
-    if awaited.step is Step.BDAT:
-        return Then.LEFT_OPEN  # whatever BDAT got, nobody took the message
-    return then
-
-
-def _note(awaited: _Awaited, reply: Reply, outcome: MessageOutcome) -> None:
-    """Write ``reply`` into the outcome, where the command it answers belongs."""
+def _take(awaited: _Awaited, reply: Reply, outcome: MessageOutcome) -> Then:
+    """Write ``reply`` into the outcome, where the command it answers belongs, and say
+    what it does to the transaction: the table's transition, except that once the last
+    recipient is answered an envelope nobody took ends the transaction."""
     step = awaited.step
     if step is Step.MAIL:
         outcome.mail_reply = reply
     elif step is Step.RCPT:
         outcome.recipients[awaited.index].reply = reply
+        if awaited.index == len(outcome.recipients) - 1 and not outcome.envelope_accepted:
+            return Then.ENVELOPE_REFUSED
     elif step is Step.DATA:
         outcome.data_reply = reply
         if reply.code != 354:
             outcome.error = f"DATA refused: {reply}"
-    elif step in (Step.END, Step.BDAT) and outcome.envelope_accepted:
+    elif step is Step.END or (step is Step.BDAT and outcome.envelope_accepted):
+        # (END follows a 354 only when the envelope was taken, else EMPTY_END does)
         outcome.final_reply = reply
         if not reply.is_positive:
             outcome.error = f"message refused: {reply}"
+    elif step is Step.BDAT:
+        return Then.LEFT_OPEN  # whatever BDAT got, nobody took the message
+    return TRANSITIONS[step, _kind(reply)]
