@@ -1,5 +1,5 @@
-"""The README's "How it is built" lists the package as it is: every module, and no
-module that is gone."""
+"""The docs' "How it is built" (docs/internals.md) lists the package as it is: every
+module, and no module that is gone."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ PACKAGE = ROOT / "django_sockmail"
 
 
 def listed() -> set[str]:
-    """The paths the tree in the README names, relative to the package."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("## How it is built", 1)[1].split("```", 2)[1]
+    """The paths the tree in docs/internals.md names, relative to the package."""
+    page = (ROOT / "docs" / "internals.md").read_text()
+    block = page.split("# How it is built", 1)[1].split("```", 2)[1]
     paths, folder = set(), ""
     for line in block.splitlines()[2:]:  # after "django_sockmail/"
         name = re.match(r"( *)(\S+)", line)
@@ -40,7 +40,7 @@ def modules() -> set[str]:
     return found
 
 
-def test_the_readme_lists_every_module_of_the_package_and_no_other() -> None:
+def test_the_docs_list_every_module_of_the_package_and_no_other() -> None:
     named = {p for p in listed() if p.endswith(".py")}
     assert named == modules()
     assert "management/commands/" in listed()
