@@ -1,4 +1,5 @@
-"""The README's two set-up commands, run from a fresh clone as a new user would.
+"""The README's two set-up commands, run from a fresh clone as a new user would; its
+links, absolute for PyPI.
 
 The clone is of the last commit: in CI, which runs on a clean clone, that is the
 code under test.
@@ -28,6 +29,15 @@ def test_readme_names_a_demo_command_and_a_test_command_that_ci_runs() -> None:
     assert demo == "./scripts/demo.sh" and test == "./scripts/test.sh"
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec bash scripts/test\.sh$", ci, re.MULTILINE)
+
+
+def test_the_readme_links_and_images_are_absolute() -> None:
+    # PyPI shows the README as the package's long description, away from the repository:
+    # a relative target (docs/..., LICENSE) would be a broken link or image there.
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)", readme) + re.findall(r"<(\w[^>\s]*)>", readme)
+    assert targets
+    assert [t for t in targets if not t.startswith(("https://", "http://"))] == []
 
 
 @pytest.mark.fresh_clone
