@@ -24,7 +24,7 @@ ensure_haraka() {
     fi
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         echo "No Haraka in $HARAKA_PREFIX/ and no node and npm to install it with:" \
-            "install Node.js 20 or later (with npm)." >&2
+            "install Node.js 20 or later (with npm)" >&2
         return 1
     fi
     echo "Installing Haraka $HARAKA_VERSION (npm) into $HARAKA_PREFIX/"

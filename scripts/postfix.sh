@@ -15,11 +15,12 @@ ensure_postfix() {
         return 0
     fi
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "No Postfix (/usr/sbin/postfix, /usr/sbin/smtp-sink) and no way to install" \
-            "it here (needs root and apt-get): install Debian's postfix package." >&2
+        echo "No Postfix (/usr/sbin/postfix, /usr/sbin/smtp-sink), and no root and" \
+            "apt-get to install it: install Debian's postfix package" >&2
         return 1
     fi
-    echo "Installing postfix (Debian package)"
+    echo "Installing system-wide (apt-get): postfix, for the interop tests" \
+        "(its own mail system on port 25 is stopped again)"
     echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
     echo "postfix postfix/mailname string localhost" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,43 +1,56 @@
-# Sourced by test.sh: make sure the PostgreSQL server the tests use is up (it is a
-# service of the machine; start it the way the machine starts it when it is down).
+# Sourced by test.sh: the database servers the matrix's PostgreSQL and MariaDB cells use
+# (services of the machine, on 127.0.0.1 as tests/settings.py says). Each ensure_* returns
+# 0 when what the cells need is there; otherwise it says why on its last line on stderr
+# and returns 1 (test.sh then skips those cells outside CI, and fails under CI).
+
+# The machine's PostgreSQL (127.0.0.1:5432, user postgres, trust): started the way the
+# machine starts it when it is down and we are root.
 ensure_postgresql() {
     if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
         return 0
     fi
-    if command -v pg_ctlcluster >/dev/null 2>&1; then
-        echo "Starting PostgreSQL"
-        local version
-        version=$(ls /etc/postgresql | sort -V | tail -n 1)
-        pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    local why="PostgreSQL is not reachable on 127.0.0.1:5432 (user postgres, trust)"
+    if [ "$(id -u)" != 0 ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        echo "$why, and there is no pg_ctlcluster, or no root, to start it" >&2
+        return 1
+    fi
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    echo "Starting the machine's PostgreSQL $version (pg_ctlcluster)"
+    if pg_ctlcluster --skip-systemctl-redirect "$version" main start; then
         for _ in $(seq 1 30); do
             pg_isready -q -h 127.0.0.1 -p 5432 && return 0
             sleep 1
         done
     fi
-    echo "PostgreSQL is not reachable on 127.0.0.1:5432 (user postgres, trust)." >&2
+    echo "$why, and starting it did not help" >&2
     return 1
 }
 
-# Sourced by test.sh: make sure the MariaDB server the matrix's MySQL sessions use is
-# up (127.0.0.1:3306, root without a password; a service of the machine, started the
-# way the machine starts it when it is down).
 mariadb_is_up() {
     mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -u root ping >/dev/null 2>&1
 }
 
+# The machine's MariaDB (127.0.0.1:3306, root without a password): started the way the
+# machine starts it when it is down and we are root.
 ensure_mariadb() {
     if mariadb_is_up; then
         return 0
     fi
-    if [ -x /usr/sbin/mariadbd ] && command -v start-stop-daemon >/dev/null 2>&1; then
-        echo "Starting MariaDB"
-        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+    local why="MariaDB is not reachable on 127.0.0.1:3306 (user root, no password)"
+    if [ "$(id -u)" != 0 ] || [ ! -x /usr/sbin/mariadbd ] \
+        || ! command -v start-stop-daemon >/dev/null 2>&1; then
+        echo "$why, and there is no /usr/sbin/mariadbd, or no root, to start it" >&2
+        return 1
+    fi
+    echo "Starting the machine's MariaDB (/usr/sbin/mariadbd)"
+    if start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd; then
         for _ in $(seq 1 30); do
             mariadb_is_up && return 0
             sleep 1
         done
     fi
-    echo "MariaDB is not reachable on 127.0.0.1:3306 (user root, no password)." >&2
+    echo "$why, and starting it did not help" >&2
     return 1
 }
 
@@ -48,11 +61,11 @@ ensure_mariadb_client_headers() {
         return 0
     fi
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "No MariaDB client headers and no way to install them here (needs root and" \
-            "apt-get): install Debian's libmariadb-dev, pkg-config and gcc." >&2
+        echo "No MariaDB client headers (for the mysqlclient driver) and no root and" \
+            "apt-get to install them: install Debian's libmariadb-dev, pkg-config, gcc" >&2
         return 1
     fi
-    echo "Installing libmariadb-dev, pkg-config and gcc (Debian packages)"
+    echo "Installing system-wide (apt-get): libmariadb-dev pkg-config gcc, to build mysqlclient"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq libmariadb-dev pkg-config gcc >/dev/null
@@ -76,7 +89,7 @@ ensure_mariadb_time_zones() {
     if [ "${zones:-0}" -gt 0 ]; then
         return 0
     fi
-    echo "Loading the time zone tables into MariaDB"
+    echo "Loading the time zone tables into the machine's MariaDB (mysql.time_zone_*)"
     mariadb-tzinfo-to-sql /usr/share/zoneinfo 2>/dev/null \
         | mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u root mysql
 }
