@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the documentation site (mkdocs.yml, docs/) into site/, with warnings as
 # errors: a broken internal link or anchor, a page missing from the nav or a snippet
-# that is not there fails the build (mkdocs.yml's `validation:`). Installs the docs
-# extra into .venv when it is missing.
+# that is not there fails the build (mkdocs.yml's `validation:` and the snippets'
+# check_paths). Installs the docs extra into .venv when it is missing.
 #   bash scripts/docs.sh            # build into site/
 #   bash scripts/docs.sh DIR        # build into DIR
 set -euo pipefail
@@ -10,5 +10,4 @@ export NO_MKDOCS_2_WARNING=1  # the theme's notice about MkDocs 2, not about the
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
 ensure_venv docs
-echo "== docs (mkdocs build --strict)"
 .venv/bin/mkdocs build --strict --clean --site-dir "${1:-site}"
