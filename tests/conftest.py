@@ -21,6 +21,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (SOCKMAIL_TEST_DB)"))
 
 
+@pytest.fixture(autouse=True)
+def deprecated_email_settings(request: pytest.FixtureRequest) -> None:
+    """On Django 6.1, each test runs on the deprecated EMAIL_* settings, the path most
+    projects still take (tests/settings.py configures MAILERS, as a 6.1 project does):
+    MAILERS is taken away and the default backend is the locmem one, as Django's test
+    environment makes it without MAILERS. A test of MAILERS overrides it again."""
+    if django.VERSION >= (6, 1):
+        settings = request.getfixturevalue("settings")
+        del settings.MAILERS
+        settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+
 @pytest.fixture
 def smtpd() -> Iterator[SMTPServer]:
     """A real aiosmtpd server that keeps what it receives."""
