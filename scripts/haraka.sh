@@ -33,7 +33,7 @@ ensure_haraka() {
     [ -f "$HARAKA_PREFIX/package.json" ] \
         || echo '{"name": "sockmail-haraka", "private": true}' > "$HARAKA_PREFIX/package.json"
     npm install --prefix "$HARAKA_PREFIX" --save-exact --no-audit --no-fund \
-        --loglevel=error "Haraka@$HARAKA_VERSION" >/dev/null || return 1
+        --no-update-notifier --loglevel=error "Haraka@$HARAKA_VERSION" >/dev/null || return 1
     [ "$(haraka_installed_version || true)" = "$HARAKA_VERSION" ]
 }
 

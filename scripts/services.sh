@@ -10,8 +10,12 @@ ensure_postgresql() {
         return 0
     fi
     local why="PostgreSQL is not reachable on 127.0.0.1:5432 (user postgres, trust)"
-    if [ "$(id -u)" != 0 ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
-        echo "$why, and there is no pg_ctlcluster, or no root, to start it" >&2
+    if [ "$(id -u)" != 0 ]; then
+        echo "$why, and only root can start the machine's server" >&2
+        return 1
+    fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        echo "$why, and there is no pg_ctlcluster to start it with" >&2
         return 1
     fi
     local version
@@ -38,9 +42,12 @@ ensure_mariadb() {
         return 0
     fi
     local why="MariaDB is not reachable on 127.0.0.1:3306 (user root, no password)"
-    if [ "$(id -u)" != 0 ] || [ ! -x /usr/sbin/mariadbd ] \
-        || ! command -v start-stop-daemon >/dev/null 2>&1; then
-        echo "$why, and there is no /usr/sbin/mariadbd, or no root, to start it" >&2
+    if [ "$(id -u)" != 0 ]; then
+        echo "$why, and only root can start the machine's server" >&2
+        return 1
+    fi
+    if [ ! -x /usr/sbin/mariadbd ] || ! command -v start-stop-daemon >/dev/null 2>&1; then
+        echo "$why, and there is no /usr/sbin/mariadbd to start" >&2
         return 1
     fi
     echo "Starting the machine's MariaDB (/usr/sbin/mariadbd)"
