@@ -5,7 +5,9 @@ from __future__ import annotations
 import http.cookiejar
 import os
 import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -91,34 +94,89 @@ def test_demo_serves_the_admin_until_interrupted(demo_env: dict[str, str], tmp_p
         text=True,
     )
     try:
-        opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
-        login_page = _wait_for(opener, f"{base}/admin/login/", process)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page)
-        assert token, login_page
-        form = urllib.parse.urlencode(
-            {
-                "csrfmiddlewaretoken": token.group(1),
-                "username": "demo",
-                "password": "demo",
-                "next": "/admin/django_sockmail/session/",
-            }
-        ).encode()
-        with opener.open(f"{base}/admin/login/", data=form, timeout=10) as response:
-            assert response.url == f"{base}/admin/django_sockmail/session/"
-            changelist = response.read().decode()
-        assert "4 SMTP sessions" in changelist
+        assert "4 SMTP sessions" in _log_in_to_the_changelist(base, process)
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _stop(process, log)
+
+
+def test_each_run_adds_to_the_demo_database_until_a_reset(demo_env: dict[str, str]) -> None:
+    database = demo_env["SOCKMAIL_DEMO_DB"]
+    first = manage("sockmail_demo", "--no-serve", env=demo_env)
+    assert first.returncode == 0, first.stderr
+    assert f"{database} keeps the sessions of every run: 4 SMTP session(s) so far." in first.stdout
+    assert re.search(r"^    \./scripts/demo\.sh --reset$", first.stdout, re.M)
+
+    second = manage("sockmail_demo", "--no-serve", env=demo_env)
+    assert f"{database} keeps the sessions of every run: 8 SMTP session(s) so far." in second.stdout
+
+    reset = manage("sockmail_demo", "--no-serve", "--reset", env=demo_env)
+    assert reset.returncode == 0, reset.stderr
+    assert f"Deleted the demo database {database}; migrating afresh." in reset.stdout
+    assert f"{database} keeps the sessions of every run: 4 SMTP session(s) so far." in reset.stdout
+
+
+def test_no_serve_prints_a_command_that_serves_the_admin_and_the_smtp_server(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    result = manage("sockmail_demo", "--no-serve", "--port", str(port), env=demo_env)
+    assert result.returncode == 0, result.stderr
+    script, manage_line = re.findall(r"^    (\S.*)$", result.stdout.split("\nAdmin\n")[1], re.M)
+    assert script == f"./scripts/demo.sh --serve-only --port {port}"
+    command = shlex.split(manage_line)
+    assert command[1:] == [*MANAGE, "sockmail_demo", "--serve-only", "--port", str(port)]
+
+    # Run as printed, from the repository root.
+    log = (tmp_path / "serve.log").open("w+")
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=demo_env, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        # What the first run recorded, and nothing sent again.
+        changelist = _log_in_to_the_changelist(f"http://127.0.0.1:{port}", process)
+        assert "4 SMTP sessions" in changelist
         log.seek(0)
-        print(log.read())
-        log.close()
+        listening = re.search(r"listening on ([\d.]+):(\d+)", log.read())
+        assert listening, "no embedded SMTP server"
+        with socket.create_connection((listening[1], int(listening[2])), timeout=10) as smtp:
+            assert smtp.recv(1024).startswith(b"220 ")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        _stop(process, log)
+
+
+def _log_in_to_the_changelist(base: str, process: subprocess.Popen[str]) -> str:
+    """The sessions' changelist, logged in as demo / demo once the server answers."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    login_page = _wait_for(opener, f"{base}/admin/login/", process)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page)
+    assert token, login_page
+    form = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": token.group(1),
+            "username": "demo",
+            "password": "demo",
+            "next": "/admin/django_sockmail/session/",
+        }
+    ).encode()
+    with opener.open(f"{base}/admin/login/", data=form, timeout=10) as response:
+        assert response.url == f"{base}/admin/django_sockmail/session/"
+        return str(response.read().decode())
+
+
+def _stop(process: subprocess.Popen[str], log: IO[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    log.seek(0)
+    print(log.read())
+    log.close()
 
 
 def _wait_for(

@@ -1,11 +1,18 @@
 """``manage.py sockmail_demo``: send a few messages through django_sockmail to an
-embedded SMTP server, print what was recorded, then serve the admin to browse it."""
+embedded SMTP server, print what was recorded, then serve the admin to browse it.
+
+``--no-serve`` stops after the summary, ``--serve-only`` serves (the embedded SMTP
+server too) without sending, ``--reset`` starts from an empty demo database: every
+run adds its sessions to the same one."""
 
 from __future__ import annotations
 
+import shlex
 import smtplib
+import sys
 from argparse import ArgumentParser
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +20,8 @@ from django.contrib.auth.models import User
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 from django.db.models import QuerySet
 from django.test import override_settings
 from django.urls import reverse
@@ -25,6 +33,21 @@ from django_sockmail.models import Session, TranscriptLine
 BACKEND = "django_sockmail.backend.EmailBackend"
 SENDER = "demo@example.com"
 DEMO_USERNAME = DEMO_PASSWORD = "demo"
+DEFAULT_WEB_PORT = 8000
+REPO_ROOT = Path(__file__).resolve().parents[4]  # example_project/demo/management/commands
+
+
+def demo_commands(*args: str) -> list[str]:
+    """The commands that run the demo with ``args`` from the repository root: the
+    script (which makes .venv first), and the interpreter running it now (.venv's
+    when the script started it) with this manage.py."""
+    python = Path(sys.executable)
+    if python.is_relative_to(REPO_ROOT):
+        python = python.relative_to(REPO_ROOT)
+    return [
+        shlex.join(["./scripts/demo.sh", *args]),
+        shlex.join([str(python), "example_project/manage.py", "sockmail_demo", *args]),
+    ]
 
 
 class Command(BaseCommand):
@@ -34,17 +57,35 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
             "--no-serve",
             action="store_true",
             help="Stop after the summary instead of running the development server.",
         )
+        mode.add_argument(
+            "--serve-only",
+            action="store_true",
+            help="Send nothing: start the embedded SMTP server and the development server "
+            "to browse what earlier runs recorded.",
+        )
         parser.add_argument(
-            "--port", type=int, default=8000, help="Port for the development server."
+            "--reset",
+            action="store_true",
+            help="Delete the demo database first and migrate afresh (every run adds its "
+            "sessions to the same database).",
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=DEFAULT_WEB_PORT,
+            help="Port for the development server.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         web_port: int = options["port"]
+        if options["reset"]:
+            self._delete_database()
         call_command("migrate", verbosity=0)
         self._ensure_demo_user()
 
@@ -57,12 +98,23 @@ class Command(BaseCommand):
             )
             # Mail the site sends while it runs (password reset, ...) goes there too.
             with override_settings(EMAIL_HOST=server.host, EMAIL_PORT=server.port):
-                known = set(Session.objects.values_list("pk", flat=True))
-                self._send_demo_mail(server)
-                self._print_sessions(Session.objects.exclude(pk__in=known).order_by("pk"))
+                if not options["serve_only"]:
+                    known = set(Session.objects.values_list("pk", flat=True))
+                    self._send_demo_mail(server)
+                    self._print_sessions(Session.objects.exclude(pk__in=known).order_by("pk"))
+                self._print_database()
                 self._print_admin(web_port, serving=not options["no_serve"])
                 if not options["no_serve"]:
                     call_command("runserver", f"127.0.0.1:{web_port}", use_reloader=False)
+
+    def _delete_database(self) -> None:
+        database = settings.DATABASES["default"]
+        if database["ENGINE"] != "django.db.backends.sqlite3":
+            raise CommandError("--reset deletes the demo's SQLite file; this database is none")
+        connections["default"].close()
+        path = Path(database["NAME"])
+        path.unlink(missing_ok=True)
+        self.stdout.write(f"Deleted the demo database {path}; migrating afresh.")
 
     def _ensure_demo_user(self) -> None:
         user, _ = User.objects.get_or_create(username=DEMO_USERNAME)
@@ -172,6 +224,16 @@ class Command(BaseCommand):
                         f"    {recipient}" + (f" {recipient.reply}" if recipient.reply else "")
                     )
 
+    def _print_database(self) -> None:
+        self.stdout.write("")
+        self.stdout.write(self.style.MIGRATE_HEADING("Demo database"))
+        self.stdout.write(
+            f"  {settings.DATABASES['default']['NAME']} keeps the sessions of every run: "
+            f"{Session.objects.count()} SMTP session(s) so far."
+        )
+        self.stdout.write("  To start afresh (an empty database), run the demo with --reset:")
+        self.stdout.write(f"    {demo_commands('--reset')[0]}")
+
     def _print_admin(self, web_port: int, *, serving: bool) -> None:
         url = f"http://127.0.0.1:{web_port}{reverse('admin:django_sockmail_session_changelist')}"
         self.stdout.write("")
@@ -179,4 +241,11 @@ class Command(BaseCommand):
         self.stdout.write(f"  {url}")
         self.stdout.write(f"  log in as {DEMO_USERNAME} / {DEMO_PASSWORD}")
         if not serving:
-            self.stdout.write("  (start it with: python example_project/manage.py runserver)")
+            port = [] if web_port == DEFAULT_WEB_PORT else ["--port", str(web_port)]
+            script, manage = demo_commands("--serve-only", *port)
+            self.stdout.write(
+                "  To serve it, with the embedded SMTP server and without sending again, "
+                "from the repository root:"
+            )
+            self.stdout.write(f"    {script}")
+            self.stdout.write(f"  or, with this Python:\n    {manage}")
