@@ -81,6 +81,22 @@ def test_demo_sends_mail_and_prints_the_transcript(demo_env: dict[str, str]) -> 
     assert "demo / demo" in out
 
 
+def test_the_demo_configures_mail_the_way_its_django_asks(demo_env: dict[str, str]) -> None:
+    # MAILERS on Django 6.1, EMAIL_* on 5.2: a setting or call the running Django
+    # deprecates (RemovedInDjango2028Warning on 6.1) stops the demo with an error.
+    errors = ["-W", "error::DeprecationWarning", "-W", "error::PendingDeprecationWarning"]
+    result = subprocess.run(
+        [sys.executable, *errors, *MANAGE, "sockmail_demo", "--no-serve"],
+        cwd=REPO_ROOT,
+        env=demo_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "The embedded server received 6 message(s)" in result.stdout
+
+
 def test_demo_serves_the_admin_until_interrupted(demo_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -8,6 +8,8 @@ the one that ``manage.py sockmail_demo`` embeds.
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = "django-sockmail-example-project-not-secret"
@@ -65,9 +67,22 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
-EMAIL_BACKEND = "django_sockmail.backend.EmailBackend"
-# The embedded demo server listens here when the port is free (else on another port,
-# and the demo points EMAIL_PORT at it while it runs).
-EMAIL_HOST = os.environ.get("SOCKMAIL_DEMO_SMTP_HOST", "127.0.0.1")
-EMAIL_PORT = int(os.environ.get("SOCKMAIL_DEMO_SMTP_PORT", "8025"))
+# Mail goes through django_sockmail, configured the way each Django asks: a "default"
+# mailer in MAILERS on Django 6.1 (where the EMAIL_* settings are deprecated), the
+# EMAIL_* settings on 5.2. The embedded demo server listens at this host and port when
+# the port is free (else on another port, and the demo points the mailer at it while it
+# runs).
+DEMO_SMTP_HOST = os.environ.get("SOCKMAIL_DEMO_SMTP_HOST", "127.0.0.1")
+DEMO_SMTP_PORT = int(os.environ.get("SOCKMAIL_DEMO_SMTP_PORT", "8025"))
+if django.VERSION >= (6, 1):
+    MAILERS = {
+        "default": {
+            "BACKEND": "django_sockmail.backend.EmailBackend",
+            "OPTIONS": {"host": DEMO_SMTP_HOST, "port": DEMO_SMTP_PORT},
+        }
+    }
+else:
+    EMAIL_BACKEND = "django_sockmail.backend.EmailBackend"
+    EMAIL_HOST = DEMO_SMTP_HOST
+    EMAIL_PORT = DEMO_SMTP_PORT
 DEFAULT_FROM_EMAIL = "demo@example.com"

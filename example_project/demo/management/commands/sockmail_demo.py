@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import django
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import EmailMessage, get_connection, send_mail
@@ -24,17 +25,52 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.models import QuerySet
 from django.test import override_settings
+from django.test.utils import TestContextDecorator
 from django.urls import reverse
 
 from demo.smtp_server import REFUSED_DOMAIN, DemoSMTPServer
 from django_sockmail import outcome_of
 from django_sockmail.models import Session, TranscriptLine
 
-BACKEND = "django_sockmail.backend.EmailBackend"
 SENDER = "demo@example.com"
 DEMO_USERNAME = DEMO_PASSWORD = "demo"
 DEFAULT_WEB_PORT = 8000
 REPO_ROOT = Path(__file__).resolve().parents[4]  # example_project/demo/management/commands
+
+
+# Django 6.1 configures mail with MAILERS (the EMAIL_* settings are deprecated there).
+HAS_MAILERS = django.VERSION >= (6, 1)
+
+
+def mail_server() -> tuple[str, int]:
+    """Where the settings send mail: the default mailer's host and port on Django 6.1,
+    EMAIL_HOST and EMAIL_PORT on 5.2."""
+    if HAS_MAILERS:
+        mailers: dict[str, Any] = settings.MAILERS
+        options = mailers["default"]["OPTIONS"]
+        return options["host"], int(options["port"])
+    return settings.EMAIL_HOST, int(settings.EMAIL_PORT)
+
+
+def mail_to(host: str, port: int) -> TestContextDecorator:
+    """The settings, with mail sent to ``host``:``port`` instead, in each Django's terms."""
+    if not HAS_MAILERS:
+        return override_settings(EMAIL_HOST=host, EMAIL_PORT=port)
+    mailers: dict[str, Any] = settings.MAILERS
+    default = mailers["default"]
+    options = {**default.get("OPTIONS", {}), "host": host, "port": port}
+    return override_settings(MAILERS={**mailers, "default": {**default, "OPTIONS": options}})
+
+
+def default_mailer() -> BaseEmailBackend:
+    """A new instance of the default mailer: ``mailers.default`` on Django 6.1,
+    ``get_connection()`` (the EMAIL_* settings) on 5.2."""
+    if HAS_MAILERS:
+        from django.core.mail import mailers  # type: ignore[attr-defined,unused-ignore]
+
+        mailer: BaseEmailBackend = mailers.default
+        return mailer
+    return get_connection()
 
 
 def demo_commands(*args: str) -> list[str]:
@@ -89,15 +125,15 @@ class Command(BaseCommand):
         call_command("migrate", verbosity=0)
         self._ensure_demo_user()
 
-        # The settings' EMAIL_PORT when it is free, so the settings tell the truth.
-        with DemoSMTPServer("127.0.0.1", settings.EMAIL_PORT) as server:
+        # The settings' port when it is free, so the settings tell the truth.
+        with DemoSMTPServer("127.0.0.1", mail_server()[1]) as server:
             self.stdout.write(
                 self.style.MIGRATE_HEADING(
                     f"Embedded SMTP server (aiosmtpd) listening on {server.host}:{server.port}"
                 )
             )
             # Mail the site sends while it runs (password reset, ...) goes there too.
-            with override_settings(EMAIL_HOST=server.host, EMAIL_PORT=server.port):
+            with mail_to(server.host, server.port):
                 if not options["serve_only"]:
                     known = set(Session.objects.values_list("pk", flat=True))
                     self._send_demo_mail(server)
@@ -123,16 +159,13 @@ class Command(BaseCommand):
         user.save()
 
     def _send_demo_mail(self, server: DemoSMTPServer) -> None:
-        def connection() -> BaseEmailBackend:
-            return get_connection(BACKEND, host=server.host, port=server.port)
-
+        # Each message goes through the default mailer (mail_to() points it at server).
         def plain() -> str:
             sent = send_mail(
                 "Welcome to django_sockmail",
                 "Every SMTP session this backend opens is kept, command by command.",
                 SENDER,
                 ["alice@example.com"],
-                connection=connection(),
             )
             return f"sent {sent}"
 
@@ -143,7 +176,6 @@ class Command(BaseCommand):
                 SENDER,
                 to=["bob@example.com"],
                 cc=["carol@example.com"],
-                connection=connection(),
             )
             message.attach("report.csv", "month,sent\n2025-01,3\n", "text/csv")
             return f"sent {message.send()}"
@@ -155,7 +187,7 @@ class Command(BaseCommand):
                 )
                 for n in (1, 2, 3)
             ]
-            return f"sent {connection().send_messages(messages)}"
+            return f"sent {default_mailer().send_messages(messages)}"
 
         def refused_recipient() -> str:
             message = EmailMessage(
@@ -163,7 +195,6 @@ class Command(BaseCommand):
                 "The server refuses the second recipient.",
                 SENDER,
                 to=["dave@example.com", f"nobody@{REFUSED_DOMAIN}"],
-                connection=connection(),
             )
             sent = message.send()
             # The backend leaves its verdict on the message.
