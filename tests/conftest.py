@@ -23,11 +23,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def deprecated_email_settings(request: pytest.FixtureRequest) -> None:
-    """On Django 6.1, each test runs on the deprecated EMAIL_* settings, the path most
-    projects still take (tests/settings.py configures MAILERS, as a 6.1 project does):
-    MAILERS is taken away and the default backend is the locmem one, as Django's test
-    environment makes it without MAILERS. A test of MAILERS overrides it again."""
-    if django.VERSION >= (6, 1):
+    """On Django 6.1, a test marked ``email_settings`` runs on the deprecated EMAIL_*
+    settings, the path many projects still take: MAILERS (tests/settings.py defines it,
+    as a 6.1 project does) is taken away and the default backend is the locmem one, as
+    Django's test environment makes it without MAILERS. Every other test runs with
+    MAILERS, as Django's test environment leaves it (each mailer a locmem one)."""
+    if django.VERSION >= (6, 1) and request.node.get_closest_marker("email_settings"):
         settings = request.getfixturevalue("settings")
         del settings.MAILERS
         settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -112,10 +113,11 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit():
         os.environ["SOCKMAIL_DEMO_SMTP_PORT"] = str(8026 + int(worker[2:]))
-    # On Django 6.1 the tests use the deprecated EMAIL_* settings, get_connection() and
-    # send_mail(connection=...) on purpose (the path most projects still take): Django's
-    # warnings about the tests' own calls are no news. One raised from django_sockmail
-    # is still an error (pyproject.toml's filterwarnings).
+    # On Django 6.1 the tests marked email_settings use the deprecated EMAIL_* settings
+    # and get_connection() on purpose (the path many projects still take), and tests hand
+    # a backend over with send_mail(connection=...): Django's warnings about the tests'
+    # own calls are no news. One raised from django_sockmail is still an error
+    # (pyproject.toml's filterwarnings).
     if django.VERSION >= (6, 1):
         config.addinivalue_line(
             "filterwarnings",

@@ -11,27 +11,73 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import django
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from django.conf import settings
 from django.core.mail import get_connection
+from django.test import override_settings
 
 from django_sockmail.backend import EmailBackend
+from django_sockmail.conf import MAIL_OPTIONS
 from tests.instances import free_port
 
 
 class Address(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An address with no test server behind it (a closed port, a name that never
+    resolves), for :func:`backend_for`."""
+
     host: str
     port: int
 
 
-def backend_for(server: Address, **kwargs: Any) -> EmailBackend:
-    """Our backend pointed at a test server, as ``get_connection()`` makes it."""
-    kwargs.setdefault("timeout", 5)  # a server that never answers fails the test, not hangs it
-    backend = get_connection(
-        "django_sockmail.backend.EmailBackend", host=server.host, port=server.port, **kwargs
-    )
+BACKEND = "django_sockmail.backend.EmailBackend"
+MAILER_ALIAS = "test-server"  # the MAILERS entry backend_for() makes on Django 6.1
+
+
+def uses_mailers() -> bool:
+    """Whether the settings configure mail with MAILERS: on Django 6.1, unless a test
+    takes it away to run on the deprecated EMAIL_* settings (``email_settings``), where
+    the EMAIL_* settings and get_connection(backend) are refused while it is defined."""
+    return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
+
+
+def backend_for(server: Address, **options: Any) -> EmailBackend:
+    """Our backend pointed at a test server, as its Django makes it for a project: with
+    MAILERS (Django 6.1) from an entry whose OPTIONS are ``options`` (``mailers[alias]``);
+    else by ``get_connection(backend, **options)``, the EMAIL_* settings filling in."""
+    options = {"host": server.host, "port": server.port, **options}
+    options.setdefault("timeout", 5)  # a server that never answers fails the test, not hangs it
+    if uses_mailers():
+        from django.core.mail import mailers  # type: ignore[attr-defined,unused-ignore]
+
+        entry = {"BACKEND": BACKEND, "OPTIONS": options}
+        with override_settings(MAILERS={MAILER_ALIAS: entry}):
+            backend = mailers[MAILER_ALIAS]
+    else:
+        backend = get_connection(BACKEND, **options)
     assert isinstance(backend, EmailBackend)
     return backend
+
+
+def mail_to(server: Address, **options: Any) -> override_settings:
+    """Settings under which Django's default mailer is our backend pointed at
+    ``server``, with ``options``: with MAILERS (Django 6.1) its "default" entry; else
+    EMAIL_BACKEND and the EMAIL_* settings that give those options."""
+    options = {"host": server.host, "port": server.port, **options}
+    options.setdefault("timeout", 5)
+    if uses_mailers():
+        return override_settings(MAILERS={"default": {"BACKEND": BACKEND, "OPTIONS": options}})
+    email = {MAIL_OPTIONS[name].setting: value for name, value in options.items()}
+    return override_settings(EMAIL_BACKEND=BACKEND, **email)
 
 
 @dataclass

@@ -21,14 +21,13 @@ from pytest_django import Settings
 from django_sockmail import admin as sockmail_admin
 from django_sockmail import models, recorder
 from django_sockmail.admin_search import SEARCH_HELP_TEXT
-from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Message, Recipient, Session, TranscriptChunk
 from django_sockmail.recorder import record, write_so_far
 from django_sockmail.smtp.replies import Reply
 from django_sockmail.smtp.results import MessageOutcome, RecipientOutcome
 from django_sockmail.transcript import FAILED, Line, MessageRecord
 from django_sockmail.transcript_text import transcript_line
-from tests.servers import SMTPServer
+from tests.servers import SMTPServer, backend_for
 from tests.spies import decodes
 from tests.toolkit import (
     CONVERSATION,
@@ -854,7 +853,7 @@ def test_server_text_is_escaped_everywhere(admin_client: Client) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_user_logs_in_and_reads_a_real_session(client: Client, smtpd: SMTPServer) -> None:
     """End to end: mail through the backend to aiosmtpd, then the admin, as a person."""
-    backend = EmailBackend(host=smtpd.host, port=smtpd.port, timeout=5)
+    backend = backend_for(smtpd)
     EmailMessage(
         "Read me", "body", "from@example.org", ["to@example.org"], connection=backend
     ).send()

@@ -11,12 +11,18 @@ from collections.abc import Iterable
 import pytest
 from django.apps import apps
 from django.core import serializers
-from django.core.mail import get_connection, send_mail
+from django.core.mail import send_mail
 from django.db import connection as db
 
-from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session, TranscriptChunk
-from tests.servers import USERS, MakeServer, SMTPServer, note_mail_from, replying_authenticator
+from tests.servers import (
+    USERS,
+    MakeServer,
+    SMTPServer,
+    backend_for,
+    note_mail_from,
+    replying_authenticator,
+)
 from tests.toolkit import client_commands
 
 pytestmark = [
@@ -25,7 +31,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning"),
 ]
 
-BACKEND = "django_sockmail.backend.EmailBackend"
 USERNAME = "alice"
 PASSWORD = USERS[USERNAME]
 WRONG_PASSWORD = "Tr0ub4dor&3 is not the password"
@@ -44,15 +49,7 @@ def auth_server(make_smtpd: MakeServer, mechanism: str) -> SMTPServer:
 
 
 def send(server: SMTPServer, password: str) -> int:
-    backend = get_connection(
-        BACKEND,
-        host=server.host,
-        port=server.port,
-        username=USERNAME,
-        password=password,
-        timeout=5,  # a server that never answers fails the test instead of hanging it
-    )
-    assert isinstance(backend, EmailBackend)
+    backend = backend_for(server, username=USERNAME, password=password)
     return send_mail("Subject", "Body", "from@example.com", ["to@example.com"], connection=backend)
 
 

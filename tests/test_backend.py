@@ -18,7 +18,7 @@ from django_sockmail import outcome_of
 from django_sockmail.backend import EmailBackend
 from django_sockmail.models import Session
 from django_sockmail.rendering import render
-from tests.servers import SMTPServer, backend_for
+from tests.servers import Peer, SMTPServer, backend_for, mail_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,7 @@ def parsed(content: bytes) -> email.message.EmailMessage:
 
 
 def test_send_mail_delivers_the_exact_message(smtpd: SMTPServer) -> None:
-    with override_settings(EMAIL_HOST=smtpd.host, EMAIL_PORT=smtpd.port, EMAIL_BACKEND=BACKEND):
+    with mail_to(smtpd):
         assert (
             send_mail("Hello", "Body text\nline two", "from@example.org", ["to@example.org"]) == 1
         )
@@ -174,7 +174,7 @@ def test_open_and_close_return_values(smtpd: SMTPServer) -> None:
 
 
 def test_open_failing_silently_returns_none() -> None:
-    backend = EmailBackend(host="127.0.0.1", port=1, fail_silently=True)
+    backend = backend_for(Peer("127.0.0.1", 1), fail_silently=True)
     assert backend.open() is None
     assert backend.send_messages([EmailMessage("s", "b", "a@b.org", ["c@d.org"])]) == 0
 
@@ -225,6 +225,7 @@ def test_thread_safe_on_one_shared_connection(smtpd: SMTPServer) -> None:
     assert Session.objects.get().sent_count == 40
 
 
+@pytest.mark.email_settings
 def test_settings_and_attributes_match_djangos_backend() -> None:
     with override_settings(
         EMAIL_HOST="mail.example.org",
@@ -250,6 +251,7 @@ def test_settings_and_attributes_match_djangos_backend() -> None:
     assert explicit.use_ssl and explicit.timeout == 3
 
 
+@pytest.mark.email_settings
 def test_tls_and_ssl_together_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         EmailBackend(use_tls=True, use_ssl=True)
@@ -285,10 +287,10 @@ def test_recording_can_be_turned_off(smtpd: SMTPServer) -> None:
 def test_an_unreadable_client_certificate_fails_like_djangos_backend(tmp_path: Any) -> None:
     missing = str(tmp_path / "missing.pem")
     with pytest.raises(OSError, match=r"missing\.pem") as info:
-        EmailBackend(host="127.0.0.1", port=1, use_tls=True, ssl_certfile=missing).open()
+        backend_for(Peer("127.0.0.1", 1), use_tls=True, ssl_certfile=missing).open()
     assert isinstance(info.value, smtplib.SMTPException)
-    quiet = EmailBackend(
-        host="127.0.0.1", port=1, use_tls=True, ssl_certfile=missing, fail_silently=True
+    quiet = backend_for(
+        Peer("127.0.0.1", 1), use_tls=True, ssl_certfile=missing, fail_silently=True
     )
     assert quiet.open() is None
     session = Session.objects.last()
@@ -299,6 +301,7 @@ def test_an_unreadable_client_certificate_fails_like_djangos_backend(tmp_path: A
 # -- settings that fail closed when the backend is built --------------------------------
 
 
+@pytest.mark.email_settings
 def test_a_port_past_65535_is_refused_not_wrapped_around(smtpd: SMTPServer) -> None:
     # 65536 + p reached port p, and the audit log recorded the port that was not used.
     wrapped = 65536 + smtpd.port
@@ -311,12 +314,14 @@ def test_a_port_past_65535_is_refused_not_wrapped_around(smtpd: SMTPServer) -> N
     assert Session.objects.count() == 0  # no session with a port that was not used
 
 
+@pytest.mark.email_settings
 @pytest.mark.parametrize("port", ["abc", -25, 0x10000, 25.5])
 def test_a_port_given_to_the_backend_is_checked_too(port: object) -> None:
     with pytest.raises(ImproperlyConfigured, match="EmailBackend's port argument"):
         EmailBackend(host="127.0.0.1", port=port)  # type: ignore[arg-type]
 
 
+@pytest.mark.email_settings
 @pytest.mark.parametrize("timeout", ["5", 0, -1, True])
 def test_a_timeout_that_is_not_seconds_is_refused(timeout: object) -> None:
     with (
@@ -328,6 +333,7 @@ def test_a_timeout_that_is_not_seconds_is_refused(timeout: object) -> None:
         EmailBackend(host="127.0.0.1", timeout=timeout)  # type: ignore[arg-type]
 
 
+@pytest.mark.email_settings
 def test_a_port_in_digits_is_taken_as_djangos_backend_takes_it(smtpd: SMTPServer) -> None:
     with override_settings(EMAIL_HOST=smtpd.host, EMAIL_PORT=str(smtpd.port)):
         backend = mail.get_connection(BACKEND)

@@ -24,7 +24,7 @@ import pytest
 from django.core.mail import EmailMessage
 from django.db import connections
 
-from tests.servers import SMTPServer
+from tests.servers import Peer, SMTPServer, backend_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -57,9 +57,7 @@ def messages(sender: str, count: int, batch: str = "") -> list[EmailMessage]:
 
 
 def backend_to(server: SMTPServer) -> Any:
-    from django_sockmail.backend import EmailBackend
-
-    return EmailBackend(host=server.host, port=server.port, timeout=30)
+    return backend_for(server, timeout=30)
 
 
 def run_in_threads(work: Callable[[int], int], count: int) -> list[int]:
@@ -225,10 +223,8 @@ def _start_django(database: str) -> None:
 
 def _send_from_a_process(job: tuple[str, int, int]) -> tuple[int, int]:
     host, port, n = job
-    from django_sockmail.backend import EmailBackend
-
     try:
-        backend = EmailBackend(host=host, port=port, timeout=30)
+        backend = backend_for(Peer(host, port), timeout=30)
         sent: int = backend.send_messages(messages(f"p{n}", PER_PROCESS))
         return os.getpid(), sent
     finally:

@@ -230,6 +230,7 @@ def test_send_mail_without_using_goes_through_the_default_mailer(make_smtpd: Mak
     assert ours == []
 
 
+@pytest.mark.email_settings
 @on_django_61
 def test_the_deprecated_email_settings_are_read_without_a_warning_from_our_code(
     tls_auth_server: SMTPServer, client_cert: tuple[str, str]

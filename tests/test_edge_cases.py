@@ -114,6 +114,7 @@ def test_lazy_strings_are_addresses_too(smtpd: SMTPServer) -> None:
     assert smtpd.messages[0].rcpt_tos == ["to@example.org"]
 
 
+@pytest.mark.email_settings
 def test_a_subclass_can_supply_its_own_ssl_context(
     make_smtpd: Any, ca: trustme.CA, server_cert: trustme.LeafCert
 ) -> None:

@@ -17,7 +17,6 @@ from email.utils import make_msgid
 
 import pytest
 from django.core.mail import EmailMessage, send_mail
-from django.test import override_settings
 
 from django_sockmail.models import Message, Session
 from tests.faults import written_behind_data
@@ -32,7 +31,7 @@ from tests.haraka import (
     unavailable,
 )
 from tests.instances import where_available
-from tests.servers import backend_for
+from tests.servers import backend_for, mail_to
 from tests.toolkit import message, statuses
 
 # Skipped on a machine without Haraka (no .haraka/, no node), but not under CI.
@@ -115,12 +114,7 @@ def test_a_batch_of_twenty_is_delivered_whole_in_one_session(haraka: HarakaEndpo
 
 
 def test_send_mail_leaves_no_refusal_once_the_server_is_known(haraka: HarakaEndpoint) -> None:
-    with override_settings(
-        EMAIL_BACKEND="django_sockmail.backend.EmailBackend",
-        EMAIL_HOST=haraka.host,
-        EMAIL_PORT=haraka.port,
-        EMAIL_TIMEOUT=5,
-    ):
+    with mail_to(haraka):
         for n in range(3):
             mark = len(haraka.log())
             assert send_mail(f"send_mail {n}", "Body.\n", SENDER, [f"rcpt{n}@example.org"]) == 1

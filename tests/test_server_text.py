@@ -8,15 +8,13 @@ from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage, send_mail
-from django.test import override_settings
 
 from django_sockmail import outcome_of
 from django_sockmail.models import Message
-from tests.servers import Answer, Responder, backend_for
+from tests.servers import Answer, Responder, backend_for, mail_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BACKEND = "django_sockmail.backend.EmailBackend"
 # "SIZE ²": str.isdigit() is True for "²", int() refuses it.
 SUPERSCRIPT_SIZE: dict[str, Answer | list[Answer]] = {"EHLO": b"250-x\r\n250 SIZE \xc2\xb2\r\n"}
 
@@ -30,8 +28,7 @@ def test_send_mail_after_a_size_that_is_no_number(scripted: Any) -> None:
     # declared on MAIL as the server offered the extension.
     responder = Responder(dict(SUPERSCRIPT_SIZE))
     server = scripted(responder)
-    settings = {"EMAIL_HOST": server.host, "EMAIL_PORT": server.port, "EMAIL_BACKEND": BACKEND}
-    with override_settings(**settings):
+    with mail_to(server):
         sent = send_mail("s", "b", "from@example.org", ["to@example.org"], fail_silently=True)
     responder.wait()
     assert sent == 1 and len(responder.messages) == 1

@@ -206,6 +206,7 @@ def test_the_probe_says_ehlo_with_the_name_from_settings(smtpd: SMTPServer) -> N
 # EMAIL_USE_SSL: the one EMAIL_* setting no other test sends with
 
 
+@pytest.mark.email_settings
 def test_email_use_ssl_from_settings_opens_with_implicit_tls(
     make_smtpd: MakeServer, server_cert: trustme.LeafCert, trust_ca: str
 ) -> None:

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.mail import get_connection
 from django.test import override_settings
 
 from django_sockmail.models import Session
-from tests.servers import STALL, Conversation, Responder, Scripted, backend_for
+from tests.servers import STALL, Conversation, Peer, Responder, Scripted, backend_for
 from tests.toolkit import message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,6 +102,7 @@ def test_the_deadline_bounds_a_whole_call_of_quick_steps(scripted: Scripted) -> 
     assert 0 < len(sent) < 10 and sent == messages[: len(sent)]
 
 
+@pytest.mark.email_settings
 def test_without_timeouts_the_emails_timeout_applies_to_each_step(scripted: Scripted) -> None:
     server = scripted(slow_server({b"RCPT": 0.6}))
     with override_settings(EMAIL_TIMEOUT=0.3):
@@ -210,12 +210,7 @@ def test_a_hung_resolver_is_bounded_by_the_connect_limit(
     limits: dict[str, float], said: str
 ) -> None:
     started = time.monotonic()
-    backend = get_connection(
-        "django_sockmail.backend.EmailBackend",
-        host="mail.hung.test",
-        port=25,
-        timeout=None if limits else 0.5,
-    )
+    backend = backend_for(Peer("mail.hung.test", 25), timeout=None if limits else 0.5)
     with (
         override_settings(SOCKMAIL={"TIMEOUTS": limits}),
         pytest.raises(smtplib.SMTPServerDisconnected) as info,
