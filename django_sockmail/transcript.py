@@ -13,7 +13,7 @@ import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import overload
 
 from .smtp.events import TLSInfo
@@ -221,7 +221,7 @@ class Transcript:
     security: str = "none"  # "none", "starttls" or "ssl"
     content_mode: str = CONTENT_HEADERS
     content_max_bytes: int = 256 * 1024
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     ended_at: datetime | None = None
     peer_address: str = ""
     local_address: str = ""
@@ -344,7 +344,7 @@ class Transcript:
         self.add_line(INFO, f"TLS established: {info.version} {info.cipher}")
 
     def on_closed(self) -> None:
-        self.ended_at = datetime.now(timezone.utc)
+        self.ended_at = datetime.now(UTC)
         self.add_line(INFO, "connection closed")
 
     def on_error(self, error: BaseException) -> None:

@@ -70,7 +70,7 @@ if os.environ.get("SOCKMAIL_TEST_DB_NAME") and DATABASES["default"]["NAME"] != "
         **DATABASES["default"].get("TEST", {}),
         "NAME": os.environ["SOCKMAIL_TEST_DB_NAME"],
     }
-# A second connection to the same database, as the README suggests for the audit log
+# A second connection to the same database, as docs/operations.md suggests for the audit log
 # (SOCKMAIL["DATABASE"]), so its writes are outside the caller's transactions.
 DATABASES["audit"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 

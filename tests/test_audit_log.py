@@ -149,7 +149,7 @@ def test_the_record_survives_the_callers_rollback(smtpd: SMTPServer) -> None:
 
 @pytest.mark.postgresql
 def test_without_an_audit_alias_the_rollback_takes_the_record(smtpd: SMTPServer) -> None:
-    # The contrast that shows why the README asks for an alias of its own.
+    # The contrast that shows why docs/operations.md asks for an alias of its own.
     with pytest.raises(RuntimeError), transaction.atomic():
         send(smtpd)
         raise RuntimeError

@@ -5,7 +5,7 @@ The browser is Debian's Chromium at /usr/bin/chromium (scripts/browser.sh instal
 driven by Playwright; Playwright's own browser download is never used. Without either
 the module is skipped.
 
-``SOCKMAIL_SCREENSHOTS=1`` also saves the README's screenshots (docs/screenshots/).
+``SOCKMAIL_SCREENSHOTS=1`` also saves the screenshots the docs and README show (docs/screenshots/).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
-    """Save the page for the README, only when asked: normal runs leave the files alone."""
+    """Save the page for the docs and the README, only when asked (normal runs do not)."""
     if os.environ.get("SOCKMAIL_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / name, full_page=full_page)

@@ -3,7 +3,7 @@ transcript chunks, a bounded batch at a time; newer sessions stay; no age, no pu
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
 
@@ -23,7 +23,7 @@ from tests.toolkit import CONVERSATION, recorded, sent_message
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 LINES = len(CONVERSATION)  # a recorded session has 2 messages, 3 recipients and these lines
 
 

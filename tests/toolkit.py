@@ -15,7 +15,7 @@ read a recorded session back.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from django.core.mail import EmailMessage
 
@@ -75,7 +75,7 @@ def batch(
 
 # Sessions in the audit log
 
-STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 # (direction, text) as the client driver would have reported them: the AUTH line is
 # already redacted, the content is the header block plus its size.

@@ -44,7 +44,9 @@ class _StatusType(EnumMeta):
         return True
 
 
-class _Status(str, Enum, metaclass=_StatusType):
+# (str, Enum) rather than StrEnum: its own __new__ takes a label beside the value, and
+# __str__ gives the value as StrEnum's would.
+class _Status(str, Enum, metaclass=_StatusType):  # noqa: UP042
     """A status: its value (what is stored and compared) and a label for people."""
 
     _value_: str
