@@ -22,7 +22,15 @@ from django.db.models.sql import Query
 from django.utils import timezone
 
 from .smtp.status import MessageStatus, SessionStatus
-from .transcript import CONTENT_ENVELOPE, CONTENT_FULL, CONTENT_HEADERS
+from .transcript import (
+    CLIENT,
+    CONTENT,
+    CONTENT_ENVELOPE,
+    CONTENT_FULL,
+    CONTENT_HEADERS,
+    INFO,
+    SERVER,
+)
 
 # A transcript is read this many chunks (of up to a thousand lines each) to a query.
 CHUNKS_PER_QUERY = 4
@@ -292,12 +300,12 @@ class Recipient(_ExpressionIndexes, ServerReply):
 
 
 class Direction(models.TextChoices):
-    """Who said a transcript line."""
+    """Who said a transcript line (the letters are the transcript's)."""
 
-    CLIENT = "C", "client"
-    SERVER = "S", "server"
-    CONTENT = "D", "content"
-    INFO = "*", "info"
+    CLIENT = CLIENT, "client"
+    SERVER = SERVER, "server"
+    CONTENT = CONTENT, "content"
+    INFO = INFO, "info"
 
 
 @dataclass(frozen=True, slots=True)
