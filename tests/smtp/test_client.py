@@ -221,23 +221,24 @@ def test_each_security_has_its_default_port() -> None:
 # client stops before writing what the next reply would be taken to answer.
 
 
-def test_one_at_a_time_a_reply_too_many_stops_the_next_command(scripted: Any) -> None:
-    server = scripted(HostileResponder({"MAIL": b"250 2.1.0 Ok\r\n250 2.1.0 Ok, again\r\n"}))
-    client = SMTPClient(server.host, server.port, timeout=5)
-    client.open()
-    with pytest.raises(SMTPOutOfStepError) as info:
-        client.send(ENVELOPE, b"Subject: x\r\n\r\nbody\r\n")
-    assert str(info.value) == "The server sent a reply to no command"
-    assert info.value.outcome is not None and info.value.outcome.status == "not_sent"
-    assert not any(line.startswith(b"RCPT") for line in server.conversations[0].received)
-
-
-def test_pipelined_a_reply_behind_the_354_stops_the_content(scripted: Any) -> None:
-    server = scripted(HostileResponder({"DATA": b"354 go\r\n250 2.0.0 Ok\r\n"}, pipelining=True))
+@pytest.mark.parametrize(
+    ("command", "replies", "pipelining", "never_written"),
+    [
+        # One at a time: a reply too many behind MAIL's stops the RCPT.
+        ("MAIL", b"250 2.1.0 Ok\r\n250 2.1.0 Ok, again\r\n", False, b"RCPT TO:<to@example.org>"),
+        # Pipelined: a reply behind the 354 stops the content.
+        ("DATA", b"354 go\r\n250 2.0.0 Ok\r\n", True, b"the content"),
+    ],
+    ids=["one-at-a-time", "pipelined"],
+)
+def test_a_reply_too_many_stops_what_the_next_reply_would_answer(
+    scripted: Any, command: str, replies: bytes, pipelining: bool, never_written: bytes
+) -> None:
+    server = scripted(HostileResponder({command: replies}, pipelining=pipelining))
     client = SMTPClient(server.host, server.port, timeout=5)
     client.open()
     with pytest.raises(SMTPOutOfStepError) as info:
         client.send(ENVELOPE, b"Subject: x\r\n\r\nthe content\r\n")
     assert str(info.value) == "The server sent a reply to no command"
     assert info.value.outcome is not None and info.value.outcome.status == "not_sent"
-    assert b"the content" not in server.conversations[0].received
+    assert never_written not in server.conversations[0].received
